@@ -1,0 +1,52 @@
+# Siyu — everything a fresh machine needs is done by these targets.
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:$(PATH)
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+PY := $(UV) run --frozen python
+
+.PHONY: help setup run test test-unit test-integration test-e2e lint contracts bench check clean
+
+help:
+	@echo "make run        set up and run the four services and the WeChat sandbox (Ctrl-C stops all)"
+	@echo "make test       run every test against the real PostgreSQL and RabbitMQ"
+	@echo "make lint       ruff and mypy"
+	@echo "make contracts  export every event's JSON Schema to contracts/"
+	@echo "make bench      run the benchmarks; results go to bench/results/"
+
+$(UV):
+	@command -v python3 >/dev/null || { echo "siyu: python3 is required (3.11)"; exit 1; }
+	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
+
+setup: $(UV)
+	@$(UV) sync --frozen --quiet
+
+check: setup
+	@$(PY) -m tools.siyuctl check
+
+run: setup
+	@$(PY) -m tools.run
+
+test: setup check
+	@$(PY) -m pytest -q
+
+test-unit: setup
+	@$(PY) -m pytest -q tests/unit
+
+test-integration: setup check
+	@$(PY) -m pytest -q tests/integration
+
+test-e2e: setup check
+	@$(PY) -m pytest -q tests/e2e
+
+lint: setup
+	$(UV) run --frozen ruff check .
+	$(UV) run --frozen mypy shared
+
+contracts: setup
+	@$(PY) -m tools.contracts
+
+bench: setup check
+	@$(PY) -m bench
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The event backbone: topology, transactional outbox with its relay, inbox consumer, operations."""

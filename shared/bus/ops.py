@@ -1,0 +1,167 @@
+"""Operations on the backbone: infrastructure checks, topology, outbox backlog, dead letters.
+
+Used by ``tools/siyuctl`` (the operator command) and by the tests. Dead letters are read with
+``basic.get`` without acknowledging, so listing never removes anything; re-driving publishes a
+copy to the consumer's own queue (not the topic exchange, so other services do not see it twice)
+with confirms, and only then acknowledges the dead letter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aio_pika
+import asyncpg
+from aio_pika.abc import AbstractIncomingMessage
+from aiormq.abc import DeliveredMessage
+from sqlalchemy import make_url
+
+from shared.bus.topology import Topology
+
+
+async def check_infrastructure(postgres_dsn: str, amqp_url: str) -> list[str]:
+    """What is missing, each as a sentence saying how to fix it. Empty when all is well."""
+    problems: list[str] = []
+    try:
+        conn = await asyncpg.connect(postgres_dsn.rstrip("/") + "/postgres", timeout=3)
+        await conn.close()
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        u = make_url(postgres_dsn)
+        problems.append(
+            f"PostgreSQL is not reachable at {u.host}:{u.port or 5432} ({exc.__class__.__name__}: {exc}). "
+            "Start it with: pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start "
+            "(or docker compose up postgres), or point SIYU_POSTGRES_DSN at your server."
+        )
+    try:
+        connection = await aio_pika.connect(amqp_url, timeout=3)
+        await connection.close()
+    except (OSError, aio_pika.exceptions.AMQPError, TimeoutError) as exc:
+        problems.append(
+            f"RabbitMQ is not reachable at {amqp_url.split('@')[-1]} ({exc.__class__.__name__}: {exc}). "
+            "Start it with: rabbitmq-server -detached (or docker compose up rabbitmq), "
+            "or point SIYU_AMQP_URL at your broker."
+        )
+    return problems
+
+
+async def declare_topology(amqp_url: str, namespace: str, consumers: Mapping[str, Sequence[str]]) -> None:
+    topology = Topology(namespace=namespace)
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await topology.declare_exchanges(channel)
+        for consumer, types in consumers.items():
+            await topology.declare_consumer(channel, consumer, types)
+
+
+async def outbox_backlog(service: str, database_url: str) -> dict[str, Any]:
+    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        row = await conn.fetchrow(
+            """
+            SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+                   count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS failing,
+                   count(*) FILTER (WHERE status = 'unroutable') AS unroutable,
+                   min(created_at) FILTER (WHERE status = 'pending') AS oldest_pending,
+                   max(last_error) FILTER (WHERE status = 'pending' AND attempts > 0) AS last_error
+            FROM outbox
+            """
+        )
+    finally:
+        await conn.close()
+    return {"service": service, **dict(row)} if row else {"service": service}
+
+
+def _summary(message: AbstractIncomingMessage) -> dict[str, Any]:
+    headers = message.headers or {}
+    return {
+        "event_id": message.message_id,
+        "type": message.type,
+        "attempts": headers.get("x-siyu-attempt"),
+        "error": headers.get("x-siyu-error") or _death_reason(headers),
+        "timestamp": message.timestamp,
+    }
+
+
+def _death_reason(headers: Mapping[str, Any]) -> str | None:
+    deaths = headers.get("x-death")
+    if isinstance(deaths, list) and deaths:
+        first = deaths[0]
+        if isinstance(first, Mapping):
+            return f"broker: {first.get('reason')} (delivery limit or rejection)"
+    return None
+
+
+async def _peek(amqp_url: str, queue_name: str, limit: int | None = None) -> list[AbstractIncomingMessage]:
+    """Read messages without acknowledging them; closing the channel puts them all back."""
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(queue_name, ensure=True)
+        out: list[AbstractIncomingMessage] = []
+        while limit is None or len(out) < limit:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            out.append(message)
+        return out
+
+
+async def dlq_list(amqp_url: str, namespace: str, consumer: str, limit: int = 100) -> dict[str, Any]:
+    topology = Topology(namespace=namespace)
+    messages = await _peek(amqp_url, topology.dlq(consumer), limit)
+    return {"queue": topology.dlq(consumer), "shown": len(messages), "messages": [_summary(m) for m in messages]}
+
+
+async def dlq_show(amqp_url: str, namespace: str, consumer: str, index: int) -> dict[str, Any]:
+    topology = Topology(namespace=namespace)
+    messages = await _peek(amqp_url, topology.dlq(consumer), index + 1)
+    if index >= len(messages):
+        return {"error": f"{topology.dlq(consumer)} holds {len(messages)} message(s); index {index} is past the end"}
+    m = messages[index]
+    try:
+        body: Any = json.loads(m.body)
+    except ValueError:
+        body = m.body.decode("utf-8", "replace")
+    return {**_summary(m), "headers": dict(m.headers or {}), "body": body}
+
+
+async def dlq_redrive(
+    amqp_url: str, namespace: str, consumer: str, *, limit: int | None = None, event_type: str | None = None
+) -> int:
+    """Move dead letters back to the consumer's queue with a fresh attempt count. Returns how many."""
+    topology = Topology(namespace=namespace)
+    connection = await aio_pika.connect(amqp_url)
+    moved = 0
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.get_queue(topology.dlq(consumer), ensure=True)
+        skipped: list[AbstractIncomingMessage] = []
+        while limit is None or moved < limit:
+            message = await queue.get(no_ack=False, fail=False)
+            if message is None:
+                break
+            if event_type and message.type != event_type:
+                skipped.append(message)
+                continue
+            headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+            copy = aio_pika.Message(
+                body=message.body,
+                message_id=message.message_id,
+                type=message.type,
+                content_type=message.content_type,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers={**headers, "x-siyu-redriven": True},
+                timestamp=message.timestamp,
+            )
+            result = await channel.default_exchange.publish(copy, routing_key=topology.queue(consumer), mandatory=True)
+            if isinstance(result, DeliveredMessage):
+                await message.nack(requeue=True)
+                raise RuntimeError(f"{topology.queue(consumer)} does not exist; run `siyuctl topology` first")
+            await message.ack()
+            moved += 1
+        for message in skipped:
+            await message.nack(requeue=True)
+    return moved

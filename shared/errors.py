@@ -1,0 +1,103 @@
+"""One error hierarchy for Siyu.
+
+Every error a request can end in is a :class:`SiyuError` carrying its HTTP status and an RFC 9457
+problem type; the app factory renders them as ``application/problem+json``. Code that is not in a
+request (consumers, relays) uses the same classes so a failure reads the same everywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class SiyuError(Exception):
+    status: ClassVar[int] = 500
+    type_slug: ClassVar[str] = "internal-error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None, **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.headers = headers or {}
+        self.extra = extra
+
+    def problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"https://siyu.dev/problems/{self.type_slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(SiyuError):
+    status = 400
+    type_slug = "bad-request"
+    title = "Bad request"
+
+
+class Unauthorized(SiyuError):
+    status = 401
+    type_slug = "unauthorized"
+    title = "Unauthorized"
+
+
+class Forbidden(SiyuError):
+    status = 403
+    type_slug = "forbidden"
+    title = "Forbidden"
+
+
+class NotFound(SiyuError):
+    status = 404
+    type_slug = "not-found"
+    title = "Not found"
+
+
+class Conflict(SiyuError):
+    status = 409
+    type_slug = "conflict"
+    title = "Conflict"
+
+
+class PayloadTooLarge(SiyuError):
+    status = 413
+    type_slug = "payload-too-large"
+    title = "Payload too large"
+
+
+class Unprocessable(SiyuError):
+    status = 422
+    type_slug = "unprocessable"
+    title = "Unprocessable content"
+
+
+class TooManyRequests(SiyuError):
+    status = 429
+    type_slug = "rate-limited"
+    title = "Too many requests"
+
+
+class UpstreamError(SiyuError):
+    """A dependency (WeChat, another service) failed in a way the caller may retry later."""
+
+    status = 502
+    type_slug = "upstream-error"
+    title = "Upstream error"
+
+
+class ServiceUnavailable(SiyuError):
+    status = 503
+    type_slug = "unavailable"
+    title = "Service unavailable"
+
+
+class ConfigurationError(SiyuError):
+    """Raised at start when a setting is missing or invalid; the process prints one line and exits."""
+
+    type_slug = "configuration-error"
+    title = "Configuration error"
