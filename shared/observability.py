@@ -71,7 +71,8 @@ def new_request_id() -> str:
 def configure_logging(service: str, level: str = "INFO") -> None:
     """JSON lines on stdout, one per event, with service, request and event ids when bound."""
     logging.basicConfig(format="%(message)s", stream=sys.stdout, level=level.upper(), force=True)
-    for noisy in ("uvicorn.access", "aiormq", "aio_pika"):
+    # httpx logs request URLs at INFO, and WeChat puts access tokens and secrets in query strings.
+    for noisy in ("uvicorn.access", "aiormq", "aio_pika", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     shared_processors: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,

@@ -1,0 +1,4 @@
+from services.commerce.models import Base
+from shared.db import run_migrations_online
+
+run_migrations_online(Base.metadata)

@@ -1,0 +1,14 @@
+"""Which services exist, their default ports, and what each consumes (for topology and ops).
+
+Each consuming service's own ``subscriptions.py`` is its manifest; this module only collects them.
+"""
+
+from __future__ import annotations
+
+from services.identity.subscriptions import SUBSCRIPTIONS as IDENTITY
+
+SERVICES: dict[str, int] = {"gateway": 8000, "identity": 8001, "commerce": 8002, "notify": 8003}
+
+CONSUMERS: dict[str, list[str]] = {
+    "identity": sorted(IDENTITY),
+}

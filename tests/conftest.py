@@ -1,0 +1,111 @@
+"""Test set-up: real PostgreSQL and RabbitMQ, isolated from a running `make run`.
+
+Every run gets its own databases (``siyu_test_<service>``, migrated from scratch) and its own
+broker namespace (exchange and queue names prefixed with a run id), removed at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN_ID = secrets.token_hex(3)
+NAMESPACE = f"test-{RUN_ID}."
+PG = os.environ.get("SIYU_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432").rstrip("/")
+AMQP = os.environ.get("SIYU_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+SERVICES = ("gateway", "identity", "commerce", "notify")
+
+os.environ.update(
+    {
+        "SIYU_ENV": "test",
+        "SIYU_AMQP_NAMESPACE": NAMESPACE,
+        "SIYU_WECHAT_APPS_FILE": str(ROOT / "deploy" / "dev" / "wechat-apps.yaml"),
+        "SIYU_LOG_LEVEL": "WARNING",
+    }
+)
+for _svc in SERVICES:
+    os.environ[f"{_svc.upper()}_DATABASE_URL"] = f"{PG}/siyu_test_{_svc}"
+
+import aio_pika  # noqa: E402
+import asyncpg  # noqa: E402
+import pytest  # noqa: E402
+from aio_pika.abc import AbstractRobustConnection  # noqa: E402
+
+from shared.bus.topology import Topology  # noqa: E402
+
+
+def db_url(service: str) -> str:
+    return f"{PG}/siyu_test_{service}"
+
+
+async def _recreate_and_migrate(service: str) -> None:
+    from shared.db import migrate
+
+    conn = await asyncpg.connect(f"{PG}/postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "siyu_test_{service}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    await migrate(service, db_url(service).replace("postgresql://", "postgresql+asyncpg://"))
+
+
+@pytest.fixture(scope="session")
+async def databases() -> AsyncIterator[dict[str, str]]:
+    """Fresh, migrated databases for every service, once per run."""
+    for service in SERVICES:
+        await _recreate_and_migrate(service)
+    yield {s: db_url(s) for s in SERVICES}
+
+
+async def truncate(service: str) -> None:
+    conn = await asyncpg.connect(db_url(service))
+    try:
+        tables = await conn.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+        )
+        if tables:
+            names = ", ".join(f'"{t["tablename"]}"' for t in tables)
+            await conn.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def clean_databases(databases: dict[str, str]) -> dict[str, str]:
+    for service in SERVICES:
+        await truncate(service)
+    return databases
+
+
+@pytest.fixture(scope="session")
+async def amqp() -> AsyncIterator[AbstractRobustConnection]:
+    connection = await aio_pika.connect_robust(AMQP)
+    yield connection
+    # Remove everything this run declared under its namespace.
+    channel = await connection.channel()
+    topology = Topology(namespace=NAMESPACE)
+    from services.manifests import CONSUMERS
+
+    for consumer in [*CONSUMERS, "probe", "bench"]:
+        for name in [topology.queue(consumer), topology.dlq(consumer)] + [
+            topology.retry_queue(consumer, a)[0] for a in range(1, len(topology.retry_delays_ms) + 1)
+        ]:
+            await channel.queue_delete(name)
+    await channel.exchange_delete(topology.exchange)
+    await channel.exchange_delete(topology.dead_letter_exchange)
+    await connection.close()
+
+
+@pytest.fixture
+async def event_probe(amqp: AbstractRobustConnection) -> AsyncIterator[aio_pika.abc.AbstractQueue]:
+    """A queue bound to every event on this run's ``siyu.events``: what was published, exactly."""
+    channel = await amqp.channel()
+    topology = Topology(namespace=NAMESPACE)
+    exchange = await topology.declare_exchanges(channel)
+    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    await queue.bind(exchange, routing_key="#")
+    yield queue
+    await channel.close()

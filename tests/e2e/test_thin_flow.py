@@ -1,0 +1,87 @@
+"""Flow 1, through real processes: a QR-scene follow becomes a member with its unionid and scene."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from tests.conftest import db_url
+from tests.e2e.conftest import Stack, eventually, eventually_async
+
+pytestmark = pytest.mark.e2e
+
+OA = "wx0000000000000001"
+
+
+async def _count(service: str, sql: str, *args: object) -> int:
+    conn = await asyncpg.connect(db_url(service))
+    try:
+        return int(await conn.fetchval(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def test_qr_follow_becomes_one_member_even_when_pushed_three_times(stack: Stack) -> None:
+    sandbox = stack.client("sandbox")
+    identity = stack.client("identity", internal=True)
+    user = sandbox.post("/sandbox/users", json={"nickname": "Wang"}).json()
+    openid = user["openids"][OA]
+
+    answer = sandbox.post(f"/sandbox/users/{user['user_id']}/follow", json={"appid": OA, "scene": "store_42"}).json()
+    assert answer["status"] == 200 and answer["body"] == "success"
+
+    # WeChat re-delivers the identical push (same CreateTime, same event) twice more.
+    first = next(p for p in sandbox.get("/sandbox/pushes", params={"appid": OA}).json() if p["FromUserName"] == openid)
+    replay = {
+        "FromUserName": openid,
+        "CreateTime": first["CreateTime"],
+        "MsgType": "event",
+        "Event": "subscribe",
+        "EventKey": "qrscene_store_42",
+        "Ticket": "T",
+    }
+    answers = sandbox.post("/sandbox/push", json={"appid": OA, "payload": replay, "repeat": 2}).json()
+    assert [a["status"] for a in answers] == [200, 200]
+    assert all(a["body"] == "success" for a in answers)
+
+    def member() -> dict[str, object] | None:
+        r = identity.post("/internal/resolve", json={"appid": OA, "openid": openid})
+        return r.json() if r.status_code == 200 else None
+
+    found = eventually(member)
+    assert found["unionid_known"] is True
+    assert found["first_scene"] == "store_42"
+    assert [i["appid"] for i in found["identities"]] == [OA]
+    assert found["follows"][0]["subscribed"] is True
+
+    # Exactly one stored push, one wechat.oa.subscribe, one member, one member.registered.
+    assert (
+        await _count("gateway", "SELECT count(*) FROM inbound_pushes WHERE payload->>'FromUserName' = $1", openid) == 1
+    )
+    assert (
+        await _count(
+            "gateway",
+            "SELECT count(*) FROM outbox WHERE type = 'wechat.oa.subscribe' AND convert_from(body, 'UTF8') LIKE $1",
+            f"%{openid}%",
+        )
+        == 1
+    )
+    assert await _count("identity", "SELECT count(*) FROM app_identities WHERE openid = $1", openid) == 1
+
+    async def registered() -> int:
+        return await _count(
+            "identity",
+            "SELECT count(*) FROM outbox WHERE type = 'identity.member.registered' AND convert_from(body, 'UTF8') LIKE $1",
+            f"%{openid}%",
+        )
+
+    assert await eventually_async(registered) == 1
+
+
+async def test_unsigned_push_is_rejected_and_nothing_is_stored(stack: Stack) -> None:
+    gateway = stack.client("gateway")
+    before = await _count("gateway", "SELECT count(*) FROM inbound_pushes")
+    r = gateway.post(f"/wechat/callbacks/{OA}", content=b"<xml><ToUserName>x</ToUserName></xml>")
+    assert r.status_code == 401
+    assert r.headers["content-type"].startswith("application/problem+json")
+    assert await _count("gateway", "SELECT count(*) FROM inbound_pushes") == before

@@ -1,0 +1,130 @@
+"""``make run``: set up, then run the four services and the WeChat sandbox in the foreground.
+
+Behaves like ``docker compose up``: one process that owns its children, prefixes their output,
+waits until every ``/ready`` answers, prints the URLs, and on Ctrl-C (or when any child dies)
+stops them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from services.manifests import CONSUMERS, SERVICES
+from shared.bus import ops
+from shared.db import migrate
+from shared.settings import SiyuSettings, load_settings, service_settings_class
+
+ROOT = Path(__file__).resolve().parent.parent
+DEV_APPS_FILE = ROOT / "deploy" / "dev" / "wechat-apps.yaml"
+SANDBOX_PORT = int(os.environ.get("SANDBOX_PORT", "8090"))
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("SIYU_WECHAT_APPS_FILE", str(DEV_APPS_FILE))
+    env.setdefault("SIYU_WECHAT_API_BASE", f"http://127.0.0.1:{SANDBOX_PORT}")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+async def setup(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    settings = load_settings(SiyuSettings)
+    problems = await ops.check_infrastructure(settings.postgres_dsn, settings.amqp_url)
+    if problems:
+        for p in problems:
+            print(f"siyu: {p}", file=sys.stderr)
+        raise SystemExit(1)
+    for service, port in SERVICES.items():
+        await migrate(service, load_settings(service_settings_class(service, port)).sqlalchemy_url)
+    await ops.declare_topology(settings.amqp_url, settings.amqp_namespace, CONSUMERS)
+    print("siyu: databases migrated, broker topology declared", flush=True)
+
+
+def start(name: str, module: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Each child gets its own process group so a Ctrl-C reaches it only through us, in order.
+    return subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", module], env=env, cwd=ROOT, start_new_session=True
+    )
+
+
+def wait_ready(urls: dict[str, str], procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    pending = dict(urls)
+    while pending and time.monotonic() < deadline:
+        for name, url in list(pending.items()):
+            if procs[name].poll() is not None:
+                raise SystemExit(
+                    f"siyu: {name} exited with code {procs[name].returncode} during start; see its log above"
+                )
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    del pending[name]
+            except httpx.HTTPError:
+                pass
+        time.sleep(0.3)
+    if pending:
+        raise SystemExit(f"siyu: not ready after {timeout:.0f}s: {', '.join(pending)}")
+
+
+def stop_all(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for p in procs.values():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def main() -> int:
+    env = _env()
+    asyncio.run(setup(env))
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        procs["sandbox"] = start("sandbox", "tools.wechat_sandbox", env)
+        for service in SERVICES:
+            procs[service] = start(service, f"services.{service}", env)
+        urls = {s: f"http://127.0.0.1:{load_settings(service_settings_class(s, p)).port}" for s, p in SERVICES.items()}
+        urls["sandbox"] = f"http://127.0.0.1:{SANDBOX_PORT}"
+        wait_ready({n: u + ("/ready" if n != "sandbox" else "/docs") for n, u in urls.items()}, procs)
+        print("\nSiyu is running (Ctrl-C stops everything):", flush=True)
+        for name, url in urls.items():
+            print(f"  {name:<9} {url}   docs: {url}/docs", flush=True)
+        print(f"  apps file {env['SIYU_WECHAT_APPS_FILE']}\n", flush=True)
+        while not stopping:
+            for name, p in procs.items():
+                if p.poll() is not None:
+                    print(f"siyu: {name} exited with code {p.returncode}; stopping the rest", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        print("\nsiyu: stopping...", flush=True)
+        return 0
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    finally:
+        stop_all(procs)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
