@@ -9,10 +9,12 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.wechat.apps import WeChatApps
-from tools.wechat_sandbox import api, control
+from tools.wechat_sandbox import api, api_kf, api_oa, control, shop
 from tools.wechat_sandbox.push import CallbackPusher
 from tools.wechat_sandbox.state import Clock, SandboxState, WeChatApiError
 
@@ -49,6 +51,15 @@ def create_app(
     async def _wechat_error(_: Request, exc: WeChatApiError) -> JSONResponse:
         return JSONResponse(exc.body())  # WeChat reports errors with HTTP 200
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        # A WeChat API called with the wrong method answers 43002 "require POST method" (or 43001
+        # "require GET method") with HTTP 200; control routes keep FastAPI's ordinary errors.
+        if exc.status_code == 405 and not request.url.path.startswith("/sandbox"):
+            errcode = 43002 if request.method == "GET" else 43001
+            return JSONResponse(WeChatApiError(errcode).body())
+        return await http_exception_handler(request, exc)
+
     @app.middleware("http")
     async def _inject_faults(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
@@ -64,5 +75,8 @@ def create_app(
         return {"status": "ok"}
 
     app.include_router(api.router)
+    app.include_router(api_kf.router)
+    app.include_router(api_oa.router)
     app.include_router(control.router)
+    app.include_router(shop.router)
     return app

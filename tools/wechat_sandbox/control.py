@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from shared.wechat.apps import AppKind, WeChatApp
+from tools.wechat_sandbox import kf
 from tools.wechat_sandbox.api import StateDep
+from tools.wechat_sandbox.oa import with_sub_buttons
 from tools.wechat_sandbox.push import CallbackPusher, PushMode
 from tools.wechat_sandbox.state import Fault, SandboxState, VirtualUser
 
@@ -34,10 +36,16 @@ class _Body(BaseModel):
 class NewUser(_Body):
     nickname: str | None = None
     unionid_bound: bool = True
+    phone: str | None = Field(default=None, pattern=r"^[0-9]{5,15}$", description="without the area code")
+    country_code: str = Field(default="86", pattern=r"^[0-9]{1,4}$")
 
 
 class AppRef(_Body):
     appid: str
+
+
+class OptionalAppRef(_Body):
+    appid: str | None = None
 
 
 class FollowRequest(AppRef):
@@ -111,14 +119,19 @@ async def _push(
 
 @router.post("/users", status_code=status.HTTP_201_CREATED)
 async def create_user(state: StateDep, body: NewUser | None = None) -> dict[str, Any]:
+    """A virtual user with an openid per app. ``phone`` (digits, no area code) and ``country_code``
+    (default 86) set the number getPhoneNumber reveals; without them the user gets a seeded 138xxxxxxxx.
+    ``unionid_bound: false`` makes every app hide the unionid until ``bind-unionid``."""
     body = body or NewUser()
-    user = state.create_user(body.nickname, body.unionid_bound)
+    user = state.create_user(body.nickname, body.unionid_bound, body.phone, body.country_code)
     return {
         "user_id": user.user_id,
         "unionid": user.unionid,
         "openids": dict(user.openids),
         "nickname": user.nickname,
         "unionid_bound": user.unionid_bound,
+        "phone": user.phone,
+        "country_code": user.country_code,
     }
 
 
@@ -142,12 +155,14 @@ async def follow(
     payload = _envelope(state, app, user, "event")
     if not user.is_following(app.appid):
         state.follow(user, app.appid, scene)
+        state.kf.open(app.appid, user.user_id, kf.FOLLOW)
         payload["Event"] = "subscribe"
         if scene is not None:
             payload["EventKey"] = f"qrscene_{scene}"
             payload["Ticket"] = state.ids.qr_ticket()
     elif scene is not None:
         # Scanning a parametric QR code of an account one already follows: SCAN, no prefix.
+        state.kf.open(app.appid, user.user_id, kf.SCAN)
         payload["Event"] = "SCAN"
         payload["EventKey"] = scene
         payload["Ticket"] = state.ids.qr_ticket()
@@ -178,6 +193,7 @@ async def send_text(
     if app.kind is AppKind.OFFICIAL_ACCOUNT and not user.is_following(app.appid):
         raise HTTPException(status.HTTP_409_CONFLICT, f"{user_id} must follow {app.appid} to message it")
     payload = _envelope(state, app, user, "text") | {"Content": body.text, "MsgId": state.ids.msg_id()}
+    state.kf.open(app.appid, user.user_id, kf.MESSAGE)
     return await _push(pusher, app, payload, retry=retry)
 
 
@@ -190,6 +206,7 @@ async def menu_click(
     if not user.is_following(app.appid):
         raise HTTPException(status.HTTP_409_CONFLICT, f"{user_id} must follow {app.appid} to use its menu")
     payload = _envelope(state, app, user, "event") | {"Event": "CLICK", "EventKey": body.key}
+    state.kf.open(app.appid, user.user_id, kf.MENU_CLICK)
     return await _push(pusher, app, payload, retry=retry)
 
 
@@ -200,9 +217,60 @@ async def login_code(state: StateDep, user_id: str, body: AppRef) -> dict[str, s
     return {"code": state.issue_login_code(user, app.appid).code}
 
 
+@router.post("/users/{user_id}/phone-code")
+async def phone_code(state: StateDep, user_id: str, body: AppRef) -> dict[str, str]:
+    """``{"code"}`` as a mini-program's getPhoneNumber button hands it out: single use, 5 minutes,
+    for ``POST /wxa/business/getuserphonenumber`` with that mini-program's token."""
+    user = _user(state, user_id)
+    app = _app(state, body.appid, AppKind.MINI_PROGRAM)
+    return {"code": state.issue_phone_code(user, app.appid).code}
+
+
+@router.post("/users/{user_id}/bind-unionid")
+async def bind_unionid(state: StateDep, user_id: str, body: OptionalAppRef | None = None) -> dict[str, Any]:
+    """Bind the user's apps to the Open Platform account (all of them, or only ``appid``): from now on
+    user/info and jscode2session of those apps return the unionid. Answers the user."""
+    user = _user(state, user_id)
+    appid = body.appid if body else None
+    if appid is not None:
+        _app(state, appid)
+    state.bind_unionid(user, appid)
+    return user.describe()
+
+
 @router.get("/users/{user_id}/inbox")
 async def inbox(state: StateDep, user_id: str) -> list[dict[str, Any]]:
+    """Everything WeChat showed the user; customer-service messages are ``{"kind": "customer_service",
+    "appid", "msgtype", "content", "jump", "kf_account", "window"}``."""
     return list(_user(state, user_id).inbox)
+
+
+@router.get("/users/{user_id}/menu")
+async def user_menu(state: StateDep, user_id: str, appid: str) -> dict[str, Any]:
+    """The menu the user sees in an official account: ``{"button", "menuid", "conditional",
+    "matchrule"}`` (the newest conditional menu matching the user's tags, else the default menu), or
+    ``{"button": null}`` when the account has no menu."""
+    user = _user(state, user_id)
+    app = _app(state, appid, AppKind.OFFICIAL_ACCOUNT)
+    book = state.book(app.appid)
+    seen = book.menu_for(user.user_id)
+    if seen is None:
+        return {"button": None, "menuid": None, "conditional": False, "matchrule": None}
+    buttons, menu = seen
+    return {
+        "button": with_sub_buttons(buttons),
+        "menuid": menu.menuid if menu else book.default_menuid,
+        "conditional": menu is not None,
+        "matchrule": menu.matchrule if menu else None,
+    }
+
+
+@router.get("/users/{user_id}/service-window")
+async def service_window(state: StateDep, user_id: str, appid: str) -> list[dict[str, Any]]:
+    """The open customer-service grants of (app, user): scene, opened_at, expires_in, quota, used."""
+    user = _user(state, user_id)
+    app = _app(state, appid, AppKind.OFFICIAL_ACCOUNT, AppKind.MINI_PROGRAM)
+    return state.kf.describe(app.appid, user.user_id)
 
 
 # -- raw pushes and the push log --------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
@@ -18,6 +20,11 @@ from tools.wechat_sandbox.state import SandboxState
 PushMode = Literal["safe", "compat", "plain"]
 
 log = get_logger("wechat_sandbox.push")
+
+# WeChat Shop's re-push schedule: the waits before the 2nd..10th push when the previous one was not
+# acknowledged within 5 s — "0s/0s/10s/1min/5min/30min/60min/60min/60min", at most 10 pushes,
+# about 3.6 hours (doc/store/shop/notify/order_callback/channels_ec_order_new; research/shop.md §1.6).
+SHOP_RETRY_DELAYS: tuple[float, ...] = (0, 0, 10, 60, 300, 1800, 3600, 3600, 3600)
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,9 @@ class PushOutcome:
     statuses: list[int | None]
     error: str | None = None
     reply_error: str | None = None
+    encrypted_reply: bool = False
+    # One entry per push when sent on a schedule (send_on_schedule).
+    schedule: list[dict[str, Any]] = field(default_factory=list)
 
     def answer(self) -> dict[str, Any]:
         out: dict[str, Any] = {"status": self.status, "body": self.body, "attempts": self.attempts}
@@ -73,8 +83,11 @@ class CallbackPusher:
         timeout: float = 5.0,
         max_attempts: int = 3,
         transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self._state = state
+        # How send_on_schedule waits between pushes; tests may swap it to record the waits.
+        self.sleep = sleep
         self._gateway_url = gateway_url.rstrip("/")
         self._timeout = timeout
         self._max_attempts = max_attempts
@@ -146,7 +159,47 @@ class CallbackPusher:
             statuses.append(response.status_code)
             outcome.status = response.status_code
             outcome.body, outcome.reply_error = self._read_reply(push, response)
+            outcome.encrypted_reply = _encrypted_reply(response.content) is not None
             if response.status_code < 500:
+                break
+        self._record(push, outcome)
+        return outcome
+
+    async def send_on_schedule(
+        self,
+        push: PreparedPush,
+        *,
+        delays: tuple[float, ...] = SHOP_RETRY_DELAYS,
+        time_scale: float = 1.0,
+    ) -> PushOutcome:
+        """WeChat Shop delivery: re-send the same bytes after each wait in ``delays`` (scaled by
+        ``time_scale``) until the gateway answers 200 with ``success`` or an empty body in time."""
+        statuses: list[int | None] = []
+        outcome = PushOutcome(status=None, body="", attempts=0, statuses=statuses)
+        offset = 0.0
+        for n, wait in enumerate((0.0, *delays), start=1):
+            if wait:
+                await self.sleep(wait * time_scale)
+            offset += wait
+            outcome.attempts = n
+            entry: dict[str, Any] = {"attempt": n, "offset_s": offset, "status": None, "body": ""}
+            entry["acknowledged"] = False
+            try:
+                response = await self._http().post(
+                    push.url, content=push.body, headers={"Content-Type": push.content_type}
+                )
+            except httpx.TransportError as exc:  # timeouts (the 5 s deadline) and connection failures
+                statuses.append(None)
+                entry["error"] = outcome.error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                outcome.status, outcome.body = None, ""
+                outcome.schedule.append(entry)
+                continue
+            statuses.append(response.status_code)
+            outcome.status, outcome.body, outcome.error = response.status_code, response.text, None
+            entry["status"], entry["body"] = response.status_code, response.text
+            entry["acknowledged"] = response.status_code == 200 and response.text.strip() in ("", "success")
+            outcome.schedule.append(entry)
+            if entry["acknowledged"]:
                 break
         self._record(push, outcome)
         return outcome

@@ -15,6 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.wechat.apps import WeChatApp, WeChatApps
+from tools.wechat_sandbox.errors import ERRMSGS as ERRMSGS
+from tools.wechat_sandbox.errors import WeChatApiError as WeChatApiError
+from tools.wechat_sandbox.kf import ServiceWindows
+from tools.wechat_sandbox.oa import OfficialAccountBook
 
 Clock = Callable[[], float]
 
@@ -25,44 +29,12 @@ TOKEN_OVERLAP = 300
 STABLE_FORCE_REFRESH_PER_DAY = 20
 STABLE_FORCE_REFRESH_MIN_GAP = 30
 LOGIN_CODE_TTL = 300
+# getPhoneNumber codes: "每个 code 只能使用一次，code 的有效期为 5min" (official getPhoneNumber doc).
+PHONE_CODE_TTL = 300
 PUSH_LOG_LIMIT = 10_000
 
 _ID_ALPHABET = string.ascii_letters + string.digits + "_-"
 _CODE_ALPHABET = string.ascii_letters + string.digits
-
-# The errmsg WeChat sends with each errcode the sandbox can answer.
-ERRMSGS: dict[int, str] = {
-    -1: "system error",
-    40001: "invalid credential, access_token is invalid or not latest",
-    40002: "invalid grant_type",
-    40003: "invalid openid",
-    40013: "invalid appid",
-    40029: "invalid code",
-    40125: "invalid appsecret",
-    40163: "code been used",
-    41001: "access_token missing",
-    41002: "appid missing",
-    41004: "appsecret missing",
-    41008: "missing code",
-    42001: "access_token expired",
-    43002: "require POST method",
-    45009: "reach max api daily quota limit",
-    45011: "api minute-quota reach limit  mustslower  retry next minute",
-    47001: "data format error",
-    48001: "api unauthorized",
-}
-
-
-class WeChatApiError(Exception):
-    """An answer WeChat gives as HTTP 200 with ``{"errcode", "errmsg"}``."""
-
-    def __init__(self, errcode: int, errmsg: str | None = None) -> None:
-        self.errcode = errcode
-        self.errmsg = errmsg or ERRMSGS.get(errcode, "sandbox error")
-        super().__init__(f"{self.errcode} {self.errmsg}")
-
-    def body(self) -> dict[str, Any]:
-        return {"errcode": self.errcode, "errmsg": self.errmsg}
 
 
 class SandboxIds:
@@ -78,6 +50,10 @@ class SandboxIds:
         self._tokens = random.Random(f"{seed}:tokens")
         self._codes = random.Random(f"{seed}:codes")
         self._pushes = random.Random(f"{seed}:pushes")
+        self._phones = random.Random(f"{seed}:phones")
+        self._phone_codes = random.Random(f"{seed}:phone-codes")
+        self._menus = random.Random(f"{seed}:menus")
+        self._shop = random.Random(f"{seed}:shop")
         # Real openids of one app share a leading run of characters; so do unionids of one
         # Open Platform account. Mimic that so ids look (and sort) like the real thing.
         self._unionid_prefix = self._chars(random.Random(f"{seed}:unionid-prefix"), 5)
@@ -115,6 +91,29 @@ class SandboxIds:
     def qr_ticket(self) -> str:
         return "gQ" + self._chars(self._pushes, 94, _CODE_ALPHABET)
 
+    def phone(self) -> str:
+        """A mainland mobile number like the ones in WeChat's examples: 138 and eight digits."""
+        return "138" + "".join(self._phones.choice(string.digits) for _ in range(8))
+
+    def phone_code(self) -> str:
+        # Like the getPhoneNumber doc's example code: 64 lower-case hex digits.
+        return self._phone_codes.randbytes(32).hex()
+
+    def menu_id(self) -> int:
+        return self._menus.randint(400_000_000, 499_999_999)
+
+    def shop_order_id(self) -> int:
+        # WeChat Shop order ids are 19-digit numbers: exact in JSON, but past a double's 2^53.
+        return self._shop.randint(3_700_000_000_000_000_000, 3_799_999_999_999_999_999)
+
+    def shop_aftersale_id(self) -> int:
+        return self._shop.randint(4_000_000_000_000_000_000, 4_099_999_999_999_999_999)
+
+    def shop_system_openid(self, appid: str) -> str:
+        """The fixed FromUserName of shop events that concern no buyer (product audits, coupons...)."""
+        rng = random.Random(f"{self.seed}:shop-system:{appid}")
+        return "o" + self._chars(rng, 27)
+
 
 # --------------------------------------------------------------------------------------------
 # Virtual users
@@ -136,11 +135,24 @@ class VirtualUser:
     user_id: str
     nickname: str
     unionid: str
-    unionid_bound: bool
     openids: dict[str, str]
+    # Apps whose APIs reveal the unionid: the apps bound to the Open Platform account, as this
+    # user experiences them. Unbound at creation (unionid_bound=false) and bound later by
+    # /sandbox/users/{id}/bind-unionid, for all apps or one.
+    bound_apps: set[str] = field(default_factory=set)
+    phone: str = ""
+    country_code: str = "86"
     follows: dict[str, Follow] = field(default_factory=dict)
     session_keys: dict[str, str] = field(default_factory=dict)
     inbox: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def unionid_bound(self) -> bool:
+        """Every app reveals the unionid."""
+        return all(appid in self.bound_apps for appid in self.openids)
+
+    def unionid_visible(self, appid: str) -> bool:
+        return appid in self.bound_apps
 
     def follow_of(self, appid: str) -> Follow:
         return self.follows.setdefault(appid, Follow())
@@ -155,7 +167,10 @@ class VirtualUser:
             "nickname": self.nickname,
             "unionid": self.unionid,
             "unionid_bound": self.unionid_bound,
+            "unionid_bound_apps": [appid for appid in self.openids if appid in self.bound_apps],
             "openids": dict(self.openids),
+            "phone": self.phone,
+            "country_code": self.country_code,
             "following": {appid: f.following for appid, f in self.follows.items()},
         }
 
@@ -266,11 +281,14 @@ class AccessTokens:
 
 @dataclass
 class LoginCode:
+    """A ``wx.login`` code or a getPhoneNumber button code: single use, 5 minutes, bound to its app."""
+
     code: str
     user_id: str
     appid: str
     expires_at: float
     used: bool = False
+    issued_at: float = 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -310,6 +328,10 @@ class SandboxState:
         self.users: dict[str, VirtualUser] = {}
         self._by_openid: dict[tuple[str, str], VirtualUser] = {}
         self._codes: dict[str, LoginCode] = {}
+        self._phone_codes: dict[str, LoginCode] = {}
+        self.kf = ServiceWindows(clock)
+        # Official-account state (user tags, menus), one book per account.
+        self._books: dict[str, OfficialAccountBook] = {}
         self.pushes: deque[dict[str, Any]] = deque(maxlen=PUSH_LOG_LIMIT)
         self._push_seq = 0
         # WeChat API path -> pending faults, consumed first to last.
@@ -338,7 +360,13 @@ class SandboxState:
 
     # -- users --------------------------------------------------------------------------------
 
-    def create_user(self, nickname: str | None = None, unionid_bound: bool = True) -> VirtualUser:
+    def create_user(
+        self,
+        nickname: str | None = None,
+        unionid_bound: bool = True,
+        phone: str | None = None,
+        country_code: str = "86",
+    ) -> VirtualUser:
         n = len(self.users) + 1
         taken = {u.unionid for u in self.users.values()}
         unionid = self.ids.unionid()
@@ -350,12 +378,21 @@ class SandboxState:
             while (app.appid, openid) in self._by_openid:  # pragma: no cover
                 openid = self.ids.openid(app.appid)
             openids[app.appid] = openid
+        if phone is None:
+            # Drawn from its own stream whether or not a phone was given, so the n-th user's seeded
+            # number does not depend on the users before it.
+            taken_phones = {u.phone for u in self.users.values()}
+            phone = self.ids.phone()
+            while phone in taken_phones:  # pragma: no cover - 10^8 numbers
+                phone = self.ids.phone()
         user = VirtualUser(
             user_id=f"u{n:04d}",
             nickname=nickname or f"Sandbox user {n}",
             unionid=unionid,
-            unionid_bound=unionid_bound,
             openids=openids,
+            bound_apps=set(openids) if unionid_bound else set(),
+            phone=phone,
+            country_code=country_code,
         )
         self.users[user.user_id] = user
         for appid, openid in openids.items():
@@ -367,6 +404,13 @@ class SandboxState:
 
     def user_by_openid(self, appid: str, openid: str) -> VirtualUser | None:
         return self._by_openid.get((appid, openid))
+
+    def bind_unionid(self, user: VirtualUser, appid: str | None = None) -> None:
+        """Bind the user's apps (or one app) to the Open Platform account: the unionid shows from now on."""
+        if appid is None:
+            user.bound_apps.update(user.openids)
+        else:
+            user.bound_apps.add(appid)
 
     def deliver(self, user: VirtualUser, message: dict[str, Any]) -> dict[str, Any]:
         """Record a message WeChat showed the user (template, subscription notice, kf message...)."""
@@ -390,6 +434,18 @@ class SandboxState:
 
     def unfollow(self, user: VirtualUser, appid: str) -> None:
         user.follow_of(appid).following = False
+        # Unfollowing ends the customer-service window ("subscription is canceled") and, in the
+        # sandbox, the user's tags on that account (WeChat's docs do not say what happens to them).
+        self.kf.close(appid, user.user_id)
+        self.book(appid).forget_user(user.user_id)
+
+    # -- official-account books (tags, menus) -------------------------------------------------
+
+    def book(self, appid: str) -> OfficialAccountBook:
+        book = self._books.get(appid)
+        if book is None:
+            book = self._books[appid] = OfficialAccountBook(appid, self.ids)
+        return book
 
     # -- wx.login codes -----------------------------------------------------------------------
 
@@ -415,6 +471,34 @@ class SandboxState:
         session_key = self.ids.session_key()
         user.session_keys[app.appid] = session_key
         return user, session_key
+
+    # -- getPhoneNumber codes ------------------------------------------------------------------
+
+    def issue_phone_code(self, user: VirtualUser, appid: str) -> LoginCode:
+        now = self.now()
+        for stale in [c for c, pc in self._phone_codes.items() if pc.expires_at + 86400 < now]:
+            del self._phone_codes[stale]
+        code = LoginCode(self.ids.phone_code(), user.user_id, appid, now + PHONE_CODE_TTL, issued_at=now)
+        self._phone_codes[code.code] = code
+        return code
+
+    def redeem_phone_code(self, appid: str, code_value: Any, openid: Any = None) -> tuple[VirtualUser, LoginCode]:
+        """Exchange a getPhoneNumber code: single use, 5 minutes, only by the app it was issued for.
+
+        ``openid`` (optional in the request) must be the code's user, else 40003; the code stays unused.
+        """
+        if not code_value or not isinstance(code_value, str):
+            raise WeChatApiError(41008)
+        code = self._phone_codes.get(code_value)
+        if code is None or code.appid != appid or self.now() >= code.expires_at:
+            raise WeChatApiError(40029)
+        if code.used:
+            raise WeChatApiError(40163)
+        user = self.users[code.user_id]
+        if openid not in (None, "") and openid != user.openids.get(appid):
+            raise WeChatApiError(40003)
+        code.used = True
+        return user, code
 
     # -- faults -------------------------------------------------------------------------------
 
