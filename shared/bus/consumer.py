@@ -12,6 +12,7 @@ retrying it cannot help.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -68,6 +69,15 @@ class PoisonMessage(Exception):
     """The message can never be handled: dead-letter it without retrying."""
 
 
+def _attempt(headers: Mapping[str, Any]) -> int:
+    """The ``x-siyu-attempt`` header, 1 when absent or garbled: it must never stop a message being handled."""
+    value: Any = headers.get("x-siyu-attempt")
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return 1
+
+
 class InboxConsumer:
     def __init__(
         self,
@@ -113,7 +123,7 @@ class InboxConsumer:
         headers = message.headers or {}
         tp = headers.get("traceparent")
         continue_trace(tp if isinstance(tp, str) else None)
-        attempt = int(headers.get("x-siyu-attempt", 1) or 1)  # type: ignore[call-overload]
+        attempt = _attempt(headers)
         started = time.perf_counter()
         event_type = message.type or "?"
         try:
@@ -186,14 +196,21 @@ class InboxConsumer:
             if exchange == ""
             else await self._publish_channel.get_exchange(exchange, ensure=False)
         )
-        result = await ex.publish(copy, routing_key=routing_key, mandatory=True, timeout=10)
-        if isinstance(result, DeliveredMessage):
-            # Not stored anywhere: leave the original unacknowledged so the broker redelivers it.
-            raise RuntimeError(f"could not route to {routing_key}")
+        try:
+            result = await ex.publish(copy, routing_key=routing_key, mandatory=True, timeout=10)
+            if isinstance(result, DeliveredMessage):
+                raise RuntimeError(f"could not route to {routing_key}; is the topology declared?")
+        except Exception as exc:
+            # Not stored anywhere: give the original back to the broker (it counts towards the
+            # queue's delivery limit, which dead-letters it in the end) instead of holding it.
+            log.error("event.handoff_failed", routing_key=routing_key, error=repr(exc))
+            with contextlib.suppress(Exception):  # a closed channel returns it to the broker anyway
+                await message.nack(requeue=True)
+            return
         await message.ack()
 
     async def _dead_letter(self, message: AbstractIncomingMessage, error: str) -> None:
-        attempt = int((message.headers or {}).get("x-siyu-attempt", 1) or 1)  # type: ignore[call-overload]
+        attempt = _attempt(message.headers or {})
         await self._republish(
             message, self.topology.dead_letter_exchange, self.topology.queue(self.consumer), attempt, error
         )

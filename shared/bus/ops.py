@@ -139,7 +139,10 @@ async def dlq_redrive(
         channel = await connection.channel(publisher_confirms=True)
         queue = await channel.get_queue(topology.dlq(consumer), ensure=True)
         skipped: list[AbstractIncomingMessage] = []
-        while limit is None or moved < limit:
+        # Only the dead letters present now: one that fails again lands behind them and must not loop.
+        remaining = queue.declaration_result.message_count or 0
+        while remaining > 0 and (limit is None or moved < limit):
+            remaining -= 1
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break

@@ -63,9 +63,9 @@ class Topology:
         """Declare a consumer's queue, its bindings, retry queues and dead-letter queue."""
         exchange = await self.declare_exchanges(channel)
         name = self.queue(consumer)
-        dlq = await channel.declare_queue(
-            self.dlq(consumer), durable=True, arguments={"x-queue-type": "quorum"}
-        )
+        # A classic queue: operators peek at dead letters (get, then requeue), and a quorum queue
+        # would count every peek as a delivery and, from RabbitMQ 4, drop a letter after 20 peeks.
+        dlq = await channel.declare_queue(self.dlq(consumer), durable=True, arguments={"x-queue-type": "classic"})
         await dlq.bind(self.dead_letter_exchange, routing_key=name)
         queue = await channel.declare_queue(
             name,
