@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.bus.consumer import Handler, InboxConsumer
 from shared.bus.outbox import Outbox, OutboxRelay
+from shared.bus.retention import prune_forever
 from shared.bus.topology import Topology
 from shared.db import create_engine, create_sessionmaker
 from shared.errors import ServiceUnavailable, SiyuError, Unauthorized
@@ -161,6 +162,7 @@ def create_service_app(
     make_deps: DepsFactory | None = None,
     topology: Topology | None = None,
     run_relay: bool = True,
+    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = (),
     title: str | None = None,
     description: str = "",
 ) -> FastAPI:
@@ -180,47 +182,58 @@ def create_service_app(
             outbox=Outbox(tables.outbox, producer=service),
         )
         app.state.runtime = rt
-        rt.connection = await connect_broker(settings.amqp_url)
-        rt.deps = await make_deps(rt) if make_deps else None
-        if run_relay:
-            rt.relay = OutboxRelay(
-                rt.sessions,
-                tables.outbox,
-                rt.connection,
-                topo,
-                service,
-                batch_size=settings.relay_batch_size,
-                listen_dsn=settings.sqlalchemy_url.replace("+asyncpg", ""),
-            )
-            rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{service}-outbox-relay"))
-        if subscriptions:
-            rt.consumer = InboxConsumer(
-                service,
-                rt.sessions,
-                tables.inbox,
-                rt.outbox,
-                rt.connection,
-                topo,
-                subscriptions,
-                rt.deps,
-                prefetch=settings.consumer_prefetch,
-            )
-            await rt.consumer.start()
-        log.info("service.started", host=settings.host, port=settings.port)
         try:
+            rt.connection = await connect_broker(settings.amqp_url)
+            rt.deps = await make_deps(rt) if make_deps else None
+            if run_relay:
+                rt.relay = OutboxRelay(
+                    rt.sessions,
+                    tables.outbox,
+                    rt.connection,
+                    topo,
+                    service,
+                    batch_size=settings.relay_batch_size,
+                    listen_dsn=settings.sqlalchemy_url.replace("+asyncpg", ""),
+                )
+                rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{service}-outbox-relay"))
+            pruner = prune_forever(rt.sessions, tables.outbox, tables.inbox)
+            rt.tasks.append(asyncio.create_task(pruner, name=f"{service}-bus-pruner"))
+            for job in background:
+                rt.tasks.append(asyncio.create_task(job(rt), name=f"{service}-{job.__name__}"))
+            if subscriptions:
+                rt.consumer = InboxConsumer(
+                    service,
+                    rt.sessions,
+                    tables.inbox,
+                    rt.outbox,
+                    rt.connection,
+                    topo,
+                    subscriptions,
+                    rt.deps,
+                    prefetch=settings.consumer_prefetch,
+                )
+                await rt.consumer.start()
+            log.info("service.started", host=settings.host, port=settings.port)
             yield
         finally:
+            # Also runs when start-up failed half-way: close whatever was opened.
             if rt.consumer:
                 await rt.consumer.stop()
             if rt.relay:
                 rt.relay.stop()
             for task in rt.tasks:
-                with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                    await asyncio.wait_for(task, timeout=5)
+                if task.get_name().endswith("-outbox-relay"):
+                    with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
+                        await asyncio.wait_for(task, timeout=5)
+                else:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             closer = getattr(rt.deps, "aclose", None)
             if closer:
                 await closer()
-            await rt.connection.close()
+            if rt.connection is not None:
+                await rt.connection.close()
             await engine.dispose()
             log.info("service.stopped")
 

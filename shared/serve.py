@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import uvicorn
 from fastapi import FastAPI
 
+from shared.errors import ConfigurationError
 from shared.settings import ServiceSettings, load_settings
 
 
 def serve(settings_cls: type[ServiceSettings], create_app: Callable[[ServiceSettings], FastAPI]) -> None:
     settings = load_settings(settings_cls)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ConfigurationError as exc:
+        print(f"siyu: {exc.detail}", file=sys.stderr)
+        raise SystemExit(2) from None
     uvicorn.run(
         app,
         host=settings.host,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from functools import cached_property
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import Field, ValidationError, create_model, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -78,7 +78,9 @@ class ServiceSettings(SiyuSettings):
     database_url: str | None = None
     db_pool_size: int = 10
     relay_batch_size: int = 200
-    consumer_prefetch: int = 32
+    # At most the pool's connections (pool_size + max_overflow = 2 x db_pool_size): a message
+    # beyond that would only wait for a connection.
+    consumer_prefetch: int = 16
 
     @property
     def database_name(self) -> str:
@@ -110,7 +112,7 @@ def service_settings_class(service: str, port: int) -> type[ServiceSettings]:
     )
 
 
-def load_settings(cls: type[S], **overrides: object) -> S:
+def load_settings(cls: type[S], **overrides: Any) -> S:
     """Build settings or stop the process with one line naming the bad variable."""
     try:
         return cls(**overrides)

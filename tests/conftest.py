@@ -1,7 +1,8 @@
 """Test set-up: real PostgreSQL and RabbitMQ, isolated from a running `make run`.
 
-Every run gets its own databases (``siyu_test_<service>``, migrated from scratch) and its own
-broker namespace (exchange and queue names prefixed with a run id), removed at the end.
+Every run gets its own databases (``siyu_test_<run>_<service>``, migrated from scratch) and its
+own broker namespace (exchange and queue names prefixed with the run id), removed at the end, so
+two runs on one machine (or a `make run`) never see each other's data.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ os.environ.update(
     }
 )
 for _svc in SERVICES:
-    os.environ[f"{_svc.upper()}_DATABASE_URL"] = f"{PG}/siyu_test_{_svc}"
+    os.environ[f"{_svc.upper()}_DATABASE_URL"] = f"{PG}/siyu_test_{RUN_ID}_{_svc}"
 
 import aio_pika  # noqa: E402
 import asyncpg  # noqa: E402
@@ -37,8 +38,12 @@ from aio_pika.abc import AbstractRobustConnection  # noqa: E402
 from shared.bus.topology import Topology  # noqa: E402
 
 
+def db_name(service: str) -> str:
+    return f"siyu_test_{RUN_ID}_{service}"
+
+
 def db_url(service: str) -> str:
-    return f"{PG}/siyu_test_{service}"
+    return f"{PG}/{db_name(service)}"
 
 
 async def _recreate_and_migrate(service: str) -> None:
@@ -46,7 +51,7 @@ async def _recreate_and_migrate(service: str) -> None:
 
     conn = await asyncpg.connect(f"{PG}/postgres")
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "siyu_test_{service}" WITH (FORCE)')
+        await conn.execute(f'DROP DATABASE IF EXISTS "{db_name(service)}" WITH (FORCE)')
     finally:
         await conn.close()
     await migrate(service, db_url(service).replace("postgresql://", "postgresql+asyncpg://"))
@@ -58,6 +63,12 @@ async def databases() -> AsyncIterator[dict[str, str]]:
     for service in SERVICES:
         await _recreate_and_migrate(service)
     yield {s: db_url(s) for s in SERVICES}
+    conn = await asyncpg.connect(f"{PG}/postgres")
+    try:
+        for service in SERVICES:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{db_name(service)}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 async def truncate(service: str) -> None:
@@ -80,23 +91,29 @@ async def clean_databases(databases: dict[str, str]) -> dict[str, str]:
     return databases
 
 
+async def delete_namespace(namespace: str) -> None:
+    """Remove every queue and exchange a namespace may hold (all consumers, probes, benchmarks)."""
+    from services.manifests import CONSUMERS
+
+    connection = await aio_pika.connect(AMQP)
+    async with connection:
+        channel = await connection.channel()
+        topology = Topology(namespace=namespace)
+        for consumer in [*CONSUMERS, "probe", "bench"]:
+            names = [topology.queue(consumer), topology.dlq(consumer)]
+            names += [topology.retry_queue(consumer, a)[0] for a in range(1, len(topology.retry_delays_ms) + 1)]
+            for name in names:
+                await channel.queue_delete(name)
+        await channel.exchange_delete(topology.exchange)
+        await channel.exchange_delete(topology.dead_letter_exchange)
+
+
 @pytest.fixture(scope="session")
 async def amqp() -> AsyncIterator[AbstractRobustConnection]:
     connection = await aio_pika.connect_robust(AMQP)
     yield connection
-    # Remove everything this run declared under its namespace.
-    channel = await connection.channel()
-    topology = Topology(namespace=NAMESPACE)
-    from services.manifests import CONSUMERS
-
-    for consumer in [*CONSUMERS, "probe", "bench"]:
-        for name in [topology.queue(consumer), topology.dlq(consumer)] + [
-            topology.retry_queue(consumer, a)[0] for a in range(1, len(topology.retry_delays_ms) + 1)
-        ]:
-            await channel.queue_delete(name)
-    await channel.exchange_delete(topology.exchange)
-    await channel.exchange_delete(topology.dead_letter_exchange)
     await connection.close()
+    await delete_namespace(NAMESPACE)
 
 
 @pytest.fixture

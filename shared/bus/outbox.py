@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +22,7 @@ import asyncpg
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
 from prometheus_client import Counter, Gauge
-from sqlalchemy import Table, insert, select, text, update
+from sqlalchemy import Table, insert, literal_column, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from shared.bus.topology import Topology
@@ -76,8 +75,11 @@ class Outbox:
                 headers=headers,
             )
         )
-        # Delivered at commit only: wakes the relay without polling.
-        await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": NOTIFY_CHANNEL})
+        # Delivered at commit only: wakes the relay without polling. Once per transaction is enough.
+        transaction = session.get_transaction()
+        if session.info.get("outbox_notified") is not transaction:
+            await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": NOTIFY_CHANNEL})
+            session.info["outbox_notified"] = transaction
         return envelope
 
 
@@ -165,7 +167,8 @@ class OutboxRelay:
             rows = (
                 await session.execute(
                     select(t.c.id, t.c.event_id, t.c.type, t.c.body, t.c.headers, t.c.attempts)
-                    .where(t.c.status == "pending", t.c.available_at <= datetime.now(UTC))
+                    # A literal, not a parameter, so the partial index on pending rows always applies.
+                    .where(t.c.status == literal_column("'pending'"), t.c.available_at <= datetime.now(UTC))
                     .order_by(t.c.id)
                     .limit(self.batch_size)
                     .with_for_update(skip_locked=True)
@@ -248,9 +251,3 @@ class OutboxRelay:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
-
-
-def decode_headers(value: Any) -> dict[str, Any]:
-    if isinstance(value, str):
-        return dict(json.loads(value))
-    return dict(value or {})

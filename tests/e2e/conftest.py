@@ -6,6 +6,7 @@ the same machine is not disturbed.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -18,8 +19,10 @@ import httpx
 import pytest
 
 from shared.settings import DEV_INTERNAL_TOKEN
+from tests.conftest import NAMESPACE, delete_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
+E2E_NAMESPACE = f"{NAMESPACE}e2e."
 PORTS = {"gateway": 18000, "identity": 18001, "commerce": 18002, "notify": 18003, "sandbox": 18090}
 
 
@@ -50,7 +53,7 @@ def _wait_ready(urls: dict[str, str], procs: dict[str, subprocess.Popen[bytes]],
         raise RuntimeError(f"not ready: {pending}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     logs = tmp_path_factory.mktemp("stack-logs")
     env = dict(os.environ)
@@ -61,15 +64,20 @@ def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
             "SANDBOX_PORT": str(PORTS["sandbox"]),
             "SIYU_LOG_LEVEL": "INFO",
             "PYTHONPATH": str(ROOT),
+            # Its own broker namespace: the integration tests' in-process consumers never share
+            # queues with these processes.
+            "SIYU_AMQP_NAMESPACE": E2E_NAMESPACE,
         }
     )
     for service in ("gateway", "identity", "commerce", "notify"):
         env[f"{service.upper()}_PORT"] = str(PORTS[service])
+    for service in ("identity", "commerce", "notify"):
+        env[f"GATEWAY_{service.upper()}_URL"] = f"http://127.0.0.1:{PORTS[service]}"
     modules = {"sandbox": "tools.wechat_sandbox"} | {
         s: f"services.{s}" for s in ("gateway", "identity", "commerce", "notify")
     }
     # As `make run` does: the topology exists before any relay publishes.
-    subprocess.run([sys.executable, "-m", "tools.siyuctl", "topology"], env=env, cwd=ROOT, check=True)  # noqa: S603
+    subprocess.run([sys.executable, "-m", "tools.siyuctl", "topology"], env=env, cwd=ROOT, check=True)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for name, module in modules.items():
@@ -88,6 +96,7 @@ def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        asyncio.run(delete_namespace(E2E_NAMESPACE))
 
 
 def eventually(check, timeout: float = 15.0, interval: float = 0.1):  # type: ignore[no-untyped-def]

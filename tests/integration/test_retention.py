@@ -1,0 +1,47 @@
+"""The outbox and inbox stay bounded: old sent rows and old inbox rows go, pending and unroutable stay."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from services.notify.models import BUS
+from shared.bus.retention import prune_once
+from shared.db import create_engine, create_sessionmaker
+from tests.conftest import db_url
+
+pytestmark = pytest.mark.integration
+
+
+async def test_prune_keeps_what_an_operator_or_a_redelivery_still_needs(clean_databases: dict[str, str]) -> None:
+    old, recent = datetime.now(UTC) - timedelta(days=40), datetime.now(UTC) - timedelta(hours=1)
+    conn = await asyncpg.connect(db_url("notify"))
+    try:
+        for status, sent_at in [("sent", old), ("sent", recent), ("pending", None), ("unroutable", old)]:
+            await conn.execute(
+                "INSERT INTO outbox (event_id, type, body, status, sent_at, created_at) VALUES ($1, 't.x.y', '{}', $2, $3, $4)",
+                uuid.uuid4(),
+                status,
+                sent_at,
+                old,
+            )
+        for received_at in (old, recent):
+            await conn.execute(
+                "INSERT INTO inbox (consumer, event_id, event_type, received_at) VALUES ('notify', $1, 't.x.y', $2)",
+                uuid.uuid4(),
+                received_at,
+            )
+        engine = create_engine(db_url("notify").replace("postgresql://", "postgresql+asyncpg://"))
+        try:
+            assert await prune_once(create_sessionmaker(engine), BUS.outbox, BUS.inbox) == (1, 1)
+            assert await prune_once(create_sessionmaker(engine), BUS.outbox, BUS.inbox) == (0, 0)
+        finally:
+            await engine.dispose()
+        left = await conn.fetch("SELECT status FROM outbox ORDER BY status")
+        assert [r["status"] for r in left] == ["pending", "sent", "unroutable"]
+        assert await conn.fetchval("SELECT count(*) FROM inbox") == 1
+    finally:
+        await conn.close()
