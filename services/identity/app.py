@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from fastapi import FastAPI
 
 from services.identity.api import router
+from services.identity.crypto import DataVault
 from services.identity.handlers import IdentityDeps
 from services.identity.models import BUS
 from services.identity.settings import IdentitySettings
@@ -14,14 +17,22 @@ from shared.settings import ServiceSettings, load_settings
 from shared.wechat.client import WeChatClient
 
 
+def make_vault(settings: ServiceSettings) -> DataVault:
+    key = settings.data_key_value if isinstance(settings, IdentitySettings) else settings.session_secret_value
+    return DataVault(key)
+
+
 async def make_deps(rt: Runtime) -> IdentityDeps:
     apps = rt.settings.wechat_apps
-    return IdentityDeps(wechat=WeChatClient.create(rt.settings.wechat_api_base, apps), apps=apps)
+    return IdentityDeps(
+        wechat=WeChatClient.create(rt.settings.wechat_api_base, apps), apps=apps, vault=make_vault(rt.settings)
+    )
 
 
 def create_app(settings: ServiceSettings | None = None) -> FastAPI:
-    settings = settings or load_settings(IdentitySettings)
+    settings = settings or cast(ServiceSettings, load_settings(IdentitySettings))
     settings.wechat_apps  # noqa: B018 - fail at start, not at the first event, on a bad apps file
+    make_vault(settings)  # and on a bad data key
     return create_service_app(
         settings,
         tables=BUS,

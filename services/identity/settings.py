@@ -1,3 +1,23 @@
+from pydantic import Field, model_validator
+
 from shared.settings import service_settings_class
 
-IdentitySettings = service_settings_class("identity", 8001)
+_Base = service_settings_class("identity", 8001)
+
+
+class IdentitySettings(_Base):  # type: ignore[misc,valid-type]
+    """identity's settings: the shared ones plus the key that encrypts stored session keys."""
+
+    # Key material for encryption at rest (session_key). Falls back to SIYU_SESSION_SECRET; a
+    # dedicated key lets the two be rotated independently.
+    data_key: str | None = Field(default=None, min_length=32, validation_alias="IDENTITY_DATA_KEY")
+
+    @model_validator(mode="after")
+    def _no_sample_data_key_in_prod(self) -> "IdentitySettings":
+        if self.env == "prod" and self.data_key and "not-secret" in self.data_key:
+            raise ValueError("IDENTITY_DATA_KEY still holds a sample development value")
+        return self
+
+    @property
+    def data_key_value(self) -> str:
+        return self.data_key or self.session_secret_value

@@ -32,6 +32,7 @@ class MemberMerged(EventData):
     merged_id: str
     reason: str
     unionid: str | None = None
+    merge_id: str | None = Field(default=None, description="the merge log entry; an operator can undo it")
 
 
 class FollowChanged(EventData):
@@ -45,3 +46,47 @@ class FollowChanged(EventData):
     subscribed: bool
     scene: str | None = None
     change: str = Field(pattern="^(subscribe|unsubscribe|scan)$")
+
+
+class MemberLinked(EventData):
+    """An app identity joined an existing member (same unionid), e.g. a follower's first login."""
+
+    event_type: ClassVar[str] = "identity.member.linked"
+
+    member_id: str
+    appid: str
+    app_kind: str
+    openid: str
+    source: str = Field(description="how we met this identity: oa_subscribe, mp_login, shop_order, ...")
+
+
+class MemberUnmerged(EventData):
+    """An operator undid a merge: ``restored_id`` is its own member again, no longer ``survivor_id``."""
+
+    event_type: ClassVar[str] = "identity.member.unmerged"
+
+    survivor_id: str
+    restored_id: str
+    merge_id: str
+    reason: str
+
+
+class PhoneBound(EventData):
+    """A member verified a phone number (only the masked form travels on the bus)."""
+
+    event_type: ClassVar[str] = "identity.phone.bound"
+
+    member_id: str
+    phone_masked: str
+    country_code: str
+
+
+class MemberTagsChanged(EventData):
+    """Tags were added to or removed from a member (by a rule or an operator)."""
+
+    event_type: ClassVar[str] = "identity.member.tags_changed"
+
+    member_id: str
+    added: list[str] = Field(default_factory=list)
+    removed: list[str] = Field(default_factory=list)
+    by: str = Field(description="rules, operator, or merge")
