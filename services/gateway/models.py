@@ -1,11 +1,25 @@
-"""The gateway's tables: the inbound log of WeChat pushes (its de-dup keys) and its outbox."""
+"""The gateway's tables: the inbound log of WeChat pushes (its de-dup keys), its outbox, and the
+mini-program API's rate-limit buckets and idempotency keys. No business data."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Index, LargeBinary, String, Text, func, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
 from shared.app import BusTables
@@ -35,3 +49,69 @@ class InboundPush(Base):
     raw_body: Mapped[bytes | None] = mapped_column(LargeBinary)
     error: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PushNonce(Base):
+    """Replay store: each (appid, nonce, timestamp) signs one body, inside the timestamp window.
+
+    The same signature with the same body is WeChat retrying; with a different body it is a forgery
+    (in plaintext mode ``signature`` does not cover the body, so this is the only guard).
+    """
+
+    __tablename__ = "push_nonces"
+    __table_args__ = (Index("ix_push_nonces_seen_at", "seen_at"),)
+
+    appid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    timestamp: Mapped[str] = mapped_column(String(16), primary_key=True)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class RateLimitBucket(Base):
+    """One GCRA bucket per limited key (``ip:<addr>``, ``member:<id>``, ...), shared by every replica.
+
+    ``tat`` is the bucket's theoretical arrival time: a request is allowed when, after adding one
+    emission interval, ``tat`` stays within one period of now. One row per key, updated with one
+    atomic UPSERT (see ``services/gateway/ratelimit.py``). UNLOGGED: a crash forgets the counters
+    (which only resets limits) and in return each check writes no WAL.
+    """
+
+    __tablename__ = "rate_limits"
+    # No index besides the key: every check rewrites ``tat``, and an index on it would make each
+    # update a non-HOT one (new index entries, bloat); the janitor's rare sweep scans instead.
+    # fillfactor leaves room on each page for those HOT updates.
+    __table_args__ = ({"prefixes": ["UNLOGGED"], "postgresql_with": {"fillfactor": 70}},)
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tat: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    allowed: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+
+
+class IdempotencyRecord(Base):
+    """The first answer to a POST carrying an ``Idempotency-Key``, replayed for 24 h.
+
+    ``scope`` is whose key it is (``member:<id>``, or ``ip:<addr>`` before sign-in), so two clients
+    can never see each other's answers. ``request_hash`` covers method, path and the validated body:
+    the same key with a different request is refused. ``owner`` is the claim of the request that
+    is executing it; only that request may record the answer.
+    """
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("scope", "key"),
+        Index("ix_idempotency_keys_expires_at", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # in_flight | done
+    owner: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_headers: Mapped[dict[str, str] | None] = mapped_column(JSONB)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    locked_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

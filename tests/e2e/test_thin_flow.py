@@ -28,7 +28,8 @@ async def test_qr_follow_becomes_one_member_even_when_pushed_three_times(stack: 
     openid = user["openids"][OA]
 
     answer = sandbox.post(f"/sandbox/users/{user['user_id']}/follow", json={"appid": OA, "scene": "store_42"}).json()
-    assert answer["status"] == 200 and answer["body"] == "success"
+    # The gateway answered with notify's welcome for this scene, encrypted; the sandbox decrypted it.
+    assert answer["status"] == 200 and "42 号门店" in answer["body"], answer
 
     # WeChat re-delivers the identical push (same CreateTime, same event) twice more.
     first = next(p for p in sandbox.get("/sandbox/pushes", params={"appid": OA}).json() if p["FromUserName"] == openid)
@@ -42,7 +43,7 @@ async def test_qr_follow_becomes_one_member_even_when_pushed_three_times(stack: 
     }
     answers = sandbox.post("/sandbox/push", json={"appid": OA, "payload": replay, "repeat": 2}).json()
     assert [a["status"] for a in answers] == [200, 200]
-    assert all(a["body"] == "success" for a in answers)
+    assert all(a["body"] == "success" for a in answers)  # duplicates: acknowledged, no second welcome
 
     def member() -> dict[str, object] | None:
         r = identity.post("/internal/resolve", json={"appid": OA, "openid": openid})
@@ -85,3 +86,14 @@ async def test_unsigned_push_is_rejected_and_nothing_is_stored(stack: Stack) -> 
     assert r.status_code == 401
     assert r.headers["content-type"].startswith("application/problem+json")
     assert await _count("gateway", "SELECT count(*) FROM inbound_pushes") == before
+
+
+async def test_keyword_gets_a_passive_reply_and_menu_click_its_text(stack: Stack) -> None:
+    sandbox = stack.client("sandbox")
+    user = sandbox.post("/sandbox/users", json={}).json()
+    uid = user["user_id"]
+    sandbox.post(f"/sandbox/users/{uid}/follow", json={"appid": OA})
+    text = sandbox.post(f"/sandbox/users/{uid}/messages", json={"appid": OA, "text": "我的积分]]>"}).json()
+    assert text["status"] == 200 and "积分" in text["body"] and "reply_error" not in text
+    click = sandbox.post(f"/sandbox/users/{uid}/menu-click", json={"appid": OA, "key": "MEMBER_CENTER"}).json()
+    assert "会员中心" in click["body"]

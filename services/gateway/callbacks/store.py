@@ -39,8 +39,8 @@ class InboundLog:
         status: str = "accepted",
         error: str | None = None,
         raw_body: bytes | None = None,
-    ) -> bool:
-        """Store the push and publish its event. False when it was already stored (a duplicate)."""
+    ) -> int | None:
+        """Store the push and publish its event: its id, or None when already stored (a duplicate)."""
         event_type = f"wechat.{app_kind}.{name}"
         push_id = await self.session.scalar(
             pg_insert(InboundPush)
@@ -57,7 +57,7 @@ class InboundLog:
             .returning(InboundPush.id)
         )
         if push_id is None:
-            return False
+            return None
         if status == "accepted":
             await self.outbox.add(
                 self.session,
@@ -74,4 +74,4 @@ class InboundLog:
                 ),
                 event_type=event_type,
             )
-        return True
+        return push_id

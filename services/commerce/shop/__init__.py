@@ -1,0 +1,1 @@
+"""WeChat Shop: callbacks commerce answers synchronously (membership benefits at checkout)."""
