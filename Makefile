@@ -1,7 +1,8 @@
 # Siyu — everything a fresh machine needs is done by these targets.
 SHELL := /bin/bash
 export PATH := $(HOME)/.local/bin:$(PATH)
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv from PATH when installed; otherwise through the Python that installed it (`python3 -m uv`).
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := $(UV) run --frozen python
 
 .PHONY: help setup run test test-unit test-integration test-e2e lint contracts bench check clean
@@ -13,11 +14,9 @@ help:
 	@echo "make contracts  export every event's JSON Schema to contracts/"
 	@echo "make bench      run the benchmarks; results go to bench/results/"
 
-$(UV):
-	@command -v python3 >/dev/null || { echo "siyu: python3 is required (3.11)"; exit 1; }
-	python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv
-
-setup: $(UV)
+setup:
+	@command -v python3 >/dev/null || { echo "siyu: python3 (3.11) is required: install it first"; exit 1; }
+	@$(UV) --version >/dev/null 2>&1 || { echo "siyu: installing uv"; python3 -m pip install --quiet uv; }
 	@$(UV) sync --frozen --quiet
 
 check: setup
