@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from sqlalchemy import Table, text
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.bus.consumer import Handler, InboxConsumer
 from shared.bus.outbox import Outbox, OutboxRelay
 from shared.bus.retention import prune_forever
+from shared.bus.tables import BusTables
 from shared.bus.topology import Topology
 from shared.db import create_engine, create_sessionmaker
 from shared.errors import ServiceUnavailable, SiyuError, Unauthorized
@@ -46,12 +47,6 @@ HTTP_SECONDS = Histogram(
     ["service", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-
-
-@dataclass
-class BusTables:
-    outbox: Table
-    inbox: Table
 
 
 @dataclass

@@ -8,12 +8,11 @@ from sqlalchemy import DateTime, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from shared.app import BusTables
-from shared.bus.tables import inbox_table, outbox_table
+from shared.bus.tables import bus_tables
 from shared.db import make_base
 
 Base = make_base()
-BUS = BusTables(outbox=outbox_table(Base.metadata), inbox=inbox_table(Base.metadata))
+BUS = bus_tables(Base.metadata)
 
 
 class VipDiscountReservation(Base):

@@ -28,12 +28,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from shared.app import BusTables
-from shared.bus.tables import inbox_table, outbox_table
+from shared.bus.tables import bus_tables
 from shared.db import make_base
 
 Base = make_base()
-BUS = BusTables(outbox=outbox_table(Base.metadata), inbox=inbox_table(Base.metadata))
+BUS = bus_tables(Base.metadata)
 
 # Server defaults (created_at, counters) are read back by INSERT/UPDATE ... RETURNING: an expired
 # attribute would need a lazy load, which async sessions cannot do.

@@ -6,6 +6,8 @@ only the bus code touches them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -53,3 +55,14 @@ def inbox_table(metadata: MetaData) -> Table:
         Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("consumer", "event_id"),
     )
+
+
+@dataclass(frozen=True)
+class BusTables:
+    outbox: Table
+    inbox: Table
+
+
+def bus_tables(metadata: MetaData) -> BusTables:
+    """Add the outbox and inbox to a service's metadata (its migrations then create them)."""
+    return BusTables(outbox=outbox_table(metadata), inbox=inbox_table(metadata))
