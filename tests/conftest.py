@@ -122,7 +122,10 @@ async def event_probe(amqp: AbstractRobustConnection) -> AsyncIterator[aio_pika.
     channel = await amqp.channel()
     topology = Topology(namespace=NAMESPACE)
     exchange = await topology.declare_exchanges(channel)
-    queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+    queue = await channel.declare_queue(exclusive=True)
     await queue.bind(exchange, routing_key="#")
     yield queue
+    # Exclusive queues live as long as the connection (the whole run): delete it now, or it would
+    # make every later event routable.
+    await queue.delete(if_unused=False, if_empty=False)
     await channel.close()
