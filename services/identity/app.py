@@ -10,6 +10,7 @@ from services.identity.api import router
 from services.identity.crypto import DataVault
 from services.identity.handlers import IdentityDeps
 from services.identity.models import BUS
+from services.identity.schedule import run_schedule
 from services.identity.settings import IdentitySettings
 from services.identity.subscriptions import SUBSCRIPTIONS
 from shared.app import Runtime, create_service_app
@@ -39,5 +40,6 @@ def create_app(settings: ServiceSettings | None = None) -> FastAPI:
         routers=[router],
         subscriptions=SUBSCRIPTIONS,
         make_deps=make_deps,
+        background=[run_schedule],
         description=__doc__ or "",
     )

@@ -12,6 +12,9 @@ class IdentitySettings(_Base):  # type: ignore[misc,valid-type]
     # dedicated key lets the two be rotated independently.
     data_key: str | None = Field(default=None, min_length=32, validation_alias="IDENTITY_DATA_KEY")
 
+    # Rule-tag refresh and the WeChat tag mirror run this often (0 turns the schedule off).
+    schedule_interval_seconds: int = Field(default=900, ge=0, validation_alias="IDENTITY_SCHEDULE_INTERVAL_SECONDS")
+
     @model_validator(mode="after")
     def _no_sample_data_key_in_prod(self) -> "IdentitySettings":
         if self.env == "prod" and self.data_key and "not-secret" in self.data_key:

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from services.identity.models import BUS
 from services.identity.repository import MemberRepository
@@ -235,3 +236,23 @@ async def test_wechat_sync_refuses_apps_that_are_not_service_accounts(identity: 
     for path in ("/internal/wechat/tag-sync", "/internal/wechat/menus"):
         r = await identity.api.post(path, json={"appid": "wx0000000000000002"})
         assert r.status_code == 422
+
+
+async def test_the_schedule_refreshes_every_page_and_replicas_take_turns(
+    identity: Identity, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from services.identity import schedule
+
+    monkeypatch.setattr(schedule, "PAGE", 1)  # three members: three pages
+    members = [(await follower(identity))[1] for _ in range(3)]
+    for m in members:
+        await identity.sql("UPDATE members SET created_at = now() - interval '100 days' WHERE id = $1", uuid.UUID(m))
+    rt = identity.app.state.runtime
+    # Another replica holds the schedule lock: this one skips the round and changes nothing.
+    async with identity.sessions() as other, other.begin():
+        await other.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": schedule.LOCK_KEY})
+        assert await schedule.refresh_all_rules(rt) == 0
+    assert ["new_member" in (await identity.member(m))["tags"] for m in members] == [True] * 3
+    assert await schedule.refresh_all_rules(rt) == 3
+    assert ["new_member" in (await identity.member(m))["tags"] for m in members] == [False] * 3
+    assert await schedule.refresh_all_rules(rt) == 0  # idempotent

@@ -1,0 +1,72 @@
+"""Identity's periodic work: time-based rule tags (new member, lapsed) and the WeChat tag mirror.
+
+Runs in every replica; a transaction-scoped advisory lock per page makes the replicas take turns
+instead of doing the same page at once. Both jobs are idempotent, so a page done twice is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from sqlalchemy import func, select
+
+from services.identity.handlers import IdentityDeps
+from services.identity.repository import MemberRepository
+from services.identity.service import IdentityService
+from services.identity.settings import IdentitySettings
+from services.identity.wechat_sync import WeChatSync
+from shared.app import Runtime
+from shared.db import transaction
+from shared.observability import get_logger
+from shared.wechat.apps import AppKind
+
+log = get_logger(__name__)
+
+LOCK_KEY = 0x5159_0001  # "identity schedule": any constant shared by the replicas
+PAGE = 500
+
+
+async def refresh_all_rules(rt: Runtime) -> int:
+    """Re-evaluate rule tags for every member, page by page; returns how many tag sets changed."""
+    after: uuid.UUID | None = None
+    changed = 0
+    while True:
+        async with transaction(rt.sessions) as session:
+            if not await session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY))):
+                return changed  # another replica is on it
+            service = IdentityService(MemberRepository(session))
+            ids = await service.repo.members_for_rule_refresh(after=after, limit=PAGE)
+            for member_id in ids:
+                await service.refresh_rules(member_id)
+            for event in service.drain_events():
+                await rt.outbox.add(session, event)
+                changed += 1
+        if len(ids) < PAGE:
+            return changed
+        after = ids[-1]
+
+
+async def sync_wechat_tags(rt: Runtime) -> None:
+    deps: IdentityDeps = rt.deps
+    for app in rt.settings.wechat_apps.of_kind(AppKind.OFFICIAL_ACCOUNT):
+        async with transaction(rt.sessions) as session:
+            if not await session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY + 1))):
+                continue
+            report = await WeChatSync(MemberRepository(session), deps.wechat).sync_tags(app.appid)
+        log.info("identity.tag_sync", appid=app.appid, report=report)
+
+
+async def run_schedule(rt: Runtime) -> None:
+    settings = rt.settings
+    interval = settings.schedule_interval_seconds if isinstance(settings, IdentitySettings) else 0
+    if interval <= 0:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            changed = await refresh_all_rules(rt)
+            log.info("identity.rules_refreshed", changed=changed)
+            await sync_wechat_tags(rt)
+        except Exception as exc:  # WeChat down, a quota: the next round tries again
+            log.warning("identity.schedule_failed", error=repr(exc))
