@@ -7,8 +7,10 @@ service's own Alembic scripts (``services/<svc>/migrations``).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +37,7 @@ def make_base() -> type[DeclarativeBase]:
     """A declarative base with its own metadata and the constraint naming convention.
 
     Each service gets its own base (one metadata per database); the outbox and inbox tables are
-    added to it by :func:`shared.bus.tables.add_bus_tables`.
+    added to it by :func:`shared.bus.tables.bus_tables`.
     """
 
     class Base(DeclarativeBase):
@@ -44,9 +46,22 @@ def make_base() -> type[DeclarativeBase]:
     return Base
 
 
+def _json_default(value: object) -> object:
+    # WeChat JSON is parsed with Decimal for non-integers (never float on the way in); JSONB takes
+    # them as numbers. Integers are already exact ints.
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def json_dumps(value: object) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
 def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> AsyncEngine:
     return create_async_engine(
         url,
+        json_serializer=json_dumps,
         pool_size=pool_size,
         max_overflow=pool_size,
         # No pre-ping: with asyncpg it costs three round trips per checkout (BEGIN; SELECT; ROLLBACK),

@@ -124,7 +124,7 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
             print(f"siyu: invalid configuration: {msg}", file=sys.stderr)
         else:
             name = loc if loc.isupper() else f"SIYU_{loc.upper()}"
-            secret = any(w in name.lower() for w in ("token", "secret", "dsn", "url"))
+            secret = any(w in name.lower() for w in ("token", "secret", "dsn", "url", "key", "password"))
             shown = "" if secret else f" (got {err.get('input')!r})"
             print(f"siyu: invalid setting {name}: {msg}{shown}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,7 +1,7 @@
 """``make run``: set up, then run the four services and the WeChat sandbox in the foreground.
 
-Behaves like ``docker compose up``: one process that owns its children, prefixes their output,
-waits until every ``/ready`` answers, prints the URLs, and on Ctrl-C (or when any child dies)
+Behaves like ``docker compose up``: one process that owns its children (each logs JSON lines
+naming its service), waits until every ``/ready`` answers, prints the URLs, and on Ctrl-C (or when any child dies)
 stops them all.
 """
 

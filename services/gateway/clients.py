@@ -129,9 +129,6 @@ class Upstreams:
             }
         )
 
-    def client(self, service: Service) -> httpx.AsyncClient:
-        return self._clients[service]
-
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()
@@ -274,11 +271,6 @@ class GatewayDeps:
     limiter: RateLimiter
     limits: ApiLimits
     idempotency: IdempotencyStore
-
-    @property
-    def notify(self) -> httpx.AsyncClient:
-        """The raw client, for the passive-reply path that applies its own budget and fallback."""
-        return self.upstreams.client("notify")
 
     async def aclose(self) -> None:
         await self.upstreams.aclose()

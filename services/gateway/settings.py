@@ -1,6 +1,6 @@
 from pydantic import Field, model_validator
 
-from shared.settings import ServiceSettings, service_settings_class
+from shared.settings import service_settings_class
 
 _Base = service_settings_class("gateway", 8000)
 
@@ -56,8 +56,3 @@ class GatewaySettings(_Base):  # type: ignore[valid-type,misc]
     @property
     def previous_session_secrets(self) -> list[str]:
         return [s.strip() for s in self.session_previous_secrets.split(",") if s.strip()]
-
-
-def gateway_settings(settings: ServiceSettings) -> GatewaySettings:
-    assert isinstance(settings, GatewaySettings)
-    return settings

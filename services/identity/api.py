@@ -17,11 +17,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validato
 from services.identity.crypto import session_key_binding
 from services.identity.handlers import IdentityDeps
 from services.identity.repository import MemberRepository
+from services.identity.schedule import TAG_SYNC_LOCK
 from services.identity.service import IdentityService, PhoneNumber, utcnow
 from services.identity.tagging import Tagging
 from services.identity.wechat_sync import MenuPlan, WeChatSync
 from shared.app import InternalOnly, SessionDep, runtime_of
 from shared.errors import (
+    Conflict,
     Forbidden,
     NotFound,
     ServiceUnavailable,
@@ -537,7 +539,11 @@ def official_account(request: Request, appid: str) -> None:
 async def sync_wechat_tags(body: TagSyncRequest, request: Request, session: SessionDep) -> dict[str, Any]:
     """Mirror synced tags onto the service account's WeChat user tags (within WeChat's limits)."""
     official_account(request, body.appid)
-    return await WeChatSync(MemberRepository(session), deps_of(request).wechat).sync_tags(body.appid)
+    # The same lock as the scheduled sync: two syncs at once would race on WeChat's tag ids.
+    repo = MemberRepository(session)
+    if not await repo.try_lock(TAG_SYNC_LOCK):
+        raise Conflict("a WeChat tag sync is already running; try again when it has finished")
+    return await WeChatSync(repo, deps_of(request).wechat).sync_tags(body.appid)
 
 
 class MenuRequest(_Body):

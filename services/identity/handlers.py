@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from services.identity.crypto import DataVault
 from services.identity.repository import MemberRepository
 from services.identity.service import IdentityService
-from shared.bus.consumer import EventContext
+from shared.bus.consumer import EventContext, PoisonMessage
 from shared.events import WeChatPushReceived
 from shared.observability import get_logger
 from shared.wechat.apps import AppKind, WeChatApps
@@ -44,7 +44,9 @@ async def on_oa_follow(event: WeChatPushReceived, ctx: EventContext[IdentityDeps
     push = parse_push(event.payload, AppKind.OFFICIAL_ACCOUNT)
     if not event.openid:
         return  # nothing to attach the follow to; the gateway stored the push for inspection
-    change = {"subscribe": "subscribe", "scan": "scan"}.get(event.name, "unsubscribe")
+    change = {"subscribe": "subscribe", "scan": "scan", "unsubscribe": "unsubscribe"}.get(event.name)
+    if change is None:
+        raise PoisonMessage(f"on_oa_follow does not handle {event.name}")
     scene = getattr(push, "scene", None)
     ticket = getattr(push, "ticket", None)
     at = datetime.fromtimestamp(event.create_time, UTC)

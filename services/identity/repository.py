@@ -98,6 +98,10 @@ class MemberRepository:
 
     # --- app identities --------------------------------------------------------------------------
 
+    async def try_lock(self, key: int) -> bool:
+        """A transaction-scoped advisory lock, without waiting: False when another holder has it."""
+        return bool(await self.session.scalar(select(func.pg_try_advisory_xact_lock(key))))
+
     async def identity(self, appid: str, openid: str) -> AppIdentity | None:
         stmt = select(AppIdentity).where(AppIdentity.appid == appid, AppIdentity.openid == openid)
         return (await self._fresh(stmt)).first()
@@ -215,17 +219,6 @@ class MemberRepository:
                 .values(member_id=to_member)
             )
 
-    async def follow_events_of(self, member_id: uuid.UUID, limit: int = 50) -> list[FollowEvent]:
-        stmt = (
-            select(FollowEvent)
-            .where(FollowEvent.member_id == member_id)
-            .order_by(FollowEvent.occurred_at.desc(), FollowEvent.id.desc())
-            .limit(limit)
-        )
-        return list(await self.session.scalars(stmt))
-
-    # --- phones ----------------------------------------------------------------------------------
-
     async def phone(self, e164: str) -> Phone | None:
         return (await self._fresh(select(Phone).where(Phone.e164 == e164))).first()
 
@@ -278,17 +271,6 @@ class MemberRepository:
                 return
             stmt = stmt.where(BehaviourEvent.origin_member_id.in_(origins))
         await self.session.execute(stmt.values(member_id=to_member))
-
-    async def recent_behaviour(self, member_id: uuid.UUID, limit: int = 20) -> list[BehaviourEvent]:
-        stmt = (
-            select(BehaviourEvent)
-            .where(BehaviourEvent.member_id == member_id)
-            .order_by(BehaviourEvent.occurred_at.desc(), BehaviourEvent.id.desc())
-            .limit(limit)
-        )
-        return list(await self.session.scalars(stmt))
-
-    # --- tags ------------------------------------------------------------------------------------
 
     async def ensure_tags(self, specs: Iterable[dict[str, Any]]) -> None:
         rows = list(specs)

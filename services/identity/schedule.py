@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from sqlalchemy import func, select
-
 from services.identity.handlers import IdentityDeps
 from services.identity.repository import MemberRepository
 from services.identity.service import IdentityService
@@ -24,6 +22,7 @@ from shared.wechat.apps import AppKind
 log = get_logger(__name__)
 
 LOCK_KEY = 0x5159_0001  # "identity schedule": any constant shared by the replicas
+TAG_SYNC_LOCK = LOCK_KEY + 1  # also taken by the operator's POST /internal/wechat/tag-sync
 PAGE = 500
 
 
@@ -33,9 +32,9 @@ async def refresh_all_rules(rt: Runtime) -> int:
     changed = 0
     while True:
         async with transaction(rt.sessions) as session:
-            if not await session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY))):
-                return changed  # another replica is on it
             service = IdentityService(MemberRepository(session))
+            if not await service.repo.try_lock(LOCK_KEY):
+                return changed  # another replica is on it
             ids = await service.repo.members_for_rule_refresh(after=after, limit=PAGE)
             for member_id in ids:
                 await service.refresh_rules(member_id)
@@ -51,9 +50,10 @@ async def sync_wechat_tags(rt: Runtime) -> None:
     deps: IdentityDeps = rt.deps
     for app in rt.settings.wechat_apps.of_kind(AppKind.OFFICIAL_ACCOUNT):
         async with transaction(rt.sessions) as session:
-            if not await session.scalar(select(func.pg_try_advisory_xact_lock(LOCK_KEY + 1))):
+            repo = MemberRepository(session)
+            if not await repo.try_lock(TAG_SYNC_LOCK):
                 continue
-            report = await WeChatSync(MemberRepository(session), deps.wechat).sync_tags(app.appid)
+            report = await WeChatSync(repo, deps.wechat).sync_tags(app.appid)
         log.info("identity.tag_sync", appid=app.appid, report=report)
 
 

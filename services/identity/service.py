@@ -568,7 +568,8 @@ class IdentityService:
         member = await self.repo.live_member(member_id)
         if member is None:
             raise NotFound("no such member")
-        rows = [{**e, "member_id": member.id, "origin_member_id": member.id} for e in events]
+        # origin = the id the caller addressed, so a batch retried after a merge is still a duplicate.
+        rows = [{**e, "member_id": member.id, "origin_member_id": member_id} for e in events]
         new_types = await self.repo.add_behaviour_events(rows)
         delta: dict[str, int] = {}
         for t in new_types:

@@ -17,6 +17,10 @@ class IdentitySettings(_Base):  # type: ignore[misc,valid-type]
 
     @model_validator(mode="after")
     def _no_sample_data_key_in_prod(self) -> "IdentitySettings":
+        if self.env == "prod" and not self.data_key:
+            # Falling back to SIYU_SESSION_SECRET in production would tie the two together: rotating
+            # the session secret would make every stored session_key unreadable.
+            raise ValueError("IDENTITY_DATA_KEY is required outside dev/test")
         if self.env == "prod" and self.data_key and "not-secret" in self.data_key:
             raise ValueError("IDENTITY_DATA_KEY still holds a sample development value")
         return self

@@ -87,6 +87,11 @@ class Tagging:
         self.policy = policy
 
     async def ensure_rule_tags(self) -> dict[str, Tag]:
+        found = {t.name: t for t in await self.repo.tags_named(RULE_TAG_NAMES)}
+        if len(found) == len(RULE_TAGS):
+            # The common case: insert nothing. An INSERT ... ON CONFLICT DO NOTHING would still take
+            # a value from the tags id sequence per row, on every refresh of every member.
+            return found
         await self.repo.ensure_tags(
             {
                 "name": r.name,
@@ -96,6 +101,7 @@ class Tagging:
                 "wechat_sync": r.wechat_sync,
             }
             for r in RULE_TAGS
+            if r.name not in found
         )
         return {t.name: t for t in await self.repo.tags_named(RULE_TAG_NAMES)}
 

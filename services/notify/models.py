@@ -26,7 +26,7 @@ class Delivery(Base):
     openid: Mapped[str] = mapped_column(String(64), index=True)
     source_event_id: Mapped[str | None] = mapped_column(String(64), unique=True)
     body: Mapped[dict[str, object]] = mapped_column(JSONB)
-    status: Mapped[str] = mapped_column(String(16))  # sent | rejected | failed
+    status: Mapped[str] = mapped_column(String(16))  # sent | rejected | unknown
     errcode: Mapped[int | None] = mapped_column(Integer)
     errmsg: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -189,7 +189,8 @@ class OutboxRelay:
                         outcomes["sent"].append(row.id)
                     elif result is False:
                         outcomes["unroutable"].append(row.id)
-                        log.warning("outbox.unroutable", event_type=row.type, event_id=str(row.event_id))
+                        # Normal for events nobody subscribes to yet; counted, not logged as a warning.
+                        log.debug("outbox.unroutable", event_type=row.type, event_id=str(row.event_id))
                     else:
                         outcomes["failed"].append((row, repr(result)))
             await self._mark(session, outcomes)

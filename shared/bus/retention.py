@@ -1,7 +1,8 @@
 """Keeps the outbox and inbox bounded.
 
-Sent outbox rows are kept a week for inspection; unroutable and pending rows are never removed
-(an operator must see them). Inbox rows only need to outlive any redelivery of their event: a
+Sent and unroutable outbox rows are kept a week for inspection (unroutable ones are events no
+service subscribes to yet, which is most push types: the gateway's inbound log keeps those
+pushes anyway); pending rows are never removed. Inbox rows only need to outlive any redelivery of their event: a
 month is far beyond the longest retry (10 min delays, a handful of attempts, a re-drive by hand).
 """
 
@@ -43,7 +44,9 @@ async def prune_once(
 ) -> tuple[int, int]:
     """Delete expired rows in bounded batches (short transactions, no long locks)."""
     now = now or datetime.now(UTC)
-    sent = await _delete_batches(sessions, outbox, "status = 'sent' AND sent_at < :cutoff", now - OUTBOX_SENT_RETENTION)
+    sent = await _delete_batches(
+        sessions, outbox, "status IN ('sent', 'unroutable') AND sent_at < :cutoff", now - OUTBOX_SENT_RETENTION
+    )
     seen = await _delete_batches(sessions, inbox, "received_at < :cutoff", now - INBOX_RETENTION)
     return sent, seen
 

@@ -16,7 +16,9 @@ class EventData(BaseModel):
     that consumers opt into).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A tolerant reader: a consumer still on the previous schema ignores fields a producer added,
+    # instead of dead-lettering every event of that type (changes are additive by contract).
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     event_type: ClassVar[str]
     schema_version: ClassVar[int] = 1

@@ -27,7 +27,3 @@ class WeChatPushReceived(EventData):
     dedup_key: str
     push_id: int = Field(description="the gateway's inbound log id, for inspection")
     payload: dict[str, Any]
-
-    @property
-    def routing_type(self) -> str:
-        return f"wechat.{self.app_kind}.{self.name}"

@@ -59,6 +59,8 @@ async def test_use_is_reserved_once_and_release_is_idempotent(commerce: httpx.As
     for _ in range(2):
         assert (await commerce.post("/internal/shop/vip-discount/release", json=callback("u-1"))).json()["errcode"] == 0
     assert await reservations() == [("u-1", "released")]
+    # A late retry of the use after the release is not granted again.
+    assert (await commerce.post("/internal/shop/vip-discount/use", json=callback("u-1"))).json()["result"] == 2
 
 
 async def test_bad_input_is_rejected_and_writes_nothing(commerce: httpx.AsyncClient) -> None:

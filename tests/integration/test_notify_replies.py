@@ -13,6 +13,7 @@ import asyncpg
 import httpx
 import pytest
 import respx
+from prometheus_client import REGISTRY
 
 from services.notify.app import create_app
 from services.notify.settings import NotifySettings
@@ -70,6 +71,23 @@ async def consumed() -> int:
         return int(await conn.fetchval("SELECT count(*) FROM inbox WHERE consumer = 'notify'"))
     finally:
         await conn.close()
+
+
+def duplicates_absorbed() -> float:
+    """How many duplicates notify's consumer has acknowledged without effect (this process)."""
+    labels = {"consumer": "notify", "type": "gateway.reply.deferred", "outcome": "duplicate"}
+    return REGISTRY.get_sample_value("siyu_events_consumed_total", labels) or 0.0
+
+
+async def publish_twice_and_wait(amqp: aio_pika.abc.AbstractRobustConnection, data: ReplyDeferred) -> None:
+    """Deliver the same event twice and return once the second one has been seen as a duplicate."""
+    before = duplicates_absorbed()
+    await publish_twice(amqp, data)
+
+    async def second_absorbed() -> bool:
+        return duplicates_absorbed() >= before + 1
+
+    await wait_for(second_absorbed)
 
 
 async def publish_twice(amqp: aio_pika.abc.AbstractRobustConnection, data: ReplyDeferred) -> None:
@@ -133,15 +151,14 @@ async def test_reply_endpoint_rejects_bad_input_and_outsiders(notify: Notify) ->
 
 
 async def test_deferred_reply_goes_out_once_as_a_customer_service_message(notify: Notify, amqp) -> None:  # type: ignore[no-untyped-def]
-    await publish_twice(
+    await publish_twice_and_wait(
         amqp,
         ReplyDeferred(
             appid=OA, openid="oFan1", push_id=1, trigger="subscribe", scene="store_42", reason="TimeoutError"
         ),
     )
-    rows = await wait_for(deliveries)
-    await asyncio.sleep(0.5)  # the duplicate has had time to arrive
-    assert len(await deliveries()) == 1 and notify.send.call_count == 1
+    rows = await deliveries()
+    assert len(rows) == 1 and notify.send.call_count == 1
     sent = json.loads(notify.send.calls.last.request.content)
     assert sent["touser"] == "oFan1" and sent["msgtype"] == "text" and "42 号门店" in sent["text"]["content"]
     assert rows[0]["status"] == "sent"
@@ -149,17 +166,26 @@ async def test_deferred_reply_goes_out_once_as_a_customer_service_message(notify
 
 async def test_outside_the_48_hour_window_is_logged_as_rejected_not_retried(notify: Notify, amqp) -> None:  # type: ignore[no-untyped-def]
     notify.send.respond(json={"errcode": 45015, "errmsg": "response out of time limit or subscription is canceled"})
-    await publish_twice(
+    await publish_twice_and_wait(
         amqp, ReplyDeferred(appid=OA, openid="oGone", push_id=2, trigger="click", key="MEMBER_CENTER", reason="x")
     )
-    rows = await wait_for(deliveries)
-    await asyncio.sleep(0.5)
-    assert [(r["status"], r["errcode"]) for r in rows] == [("rejected", 45015)]
+    assert [(r["status"], r["errcode"]) for r in await deliveries()] == [("rejected", 45015)]
+    assert notify.send.call_count == 1
+
+
+async def test_an_ambiguous_failure_is_recorded_as_unknown_and_not_sent_again(notify: Notify, amqp) -> None:  # type: ignore[no-untyped-def]
+    # A 502 after the request left: WeChat may or may not have delivered it.
+    notify.send.respond(status_code=502)
+    await publish_twice_and_wait(
+        amqp, ReplyDeferred(appid=OA, openid="oMaybe", push_id=4, trigger="click", key="MEMBER_CENTER", reason="x")
+    )
+    assert [r["status"] for r in await deliveries()] == ["unknown"]
     assert notify.send.call_count == 1
 
 
 async def test_a_deferred_reply_without_a_rule_sends_nothing(notify: Notify, amqp) -> None:  # type: ignore[no-untyped-def]
-    await publish_twice(amqp, ReplyDeferred(appid=OA, openid="o", push_id=3, trigger="text", text="天气", reason="x"))
-    assert await wait_for(consumed) == 1  # handled (and its duplicate absorbed by the inbox)
-    await asyncio.sleep(0.5)
+    await publish_twice_and_wait(
+        amqp, ReplyDeferred(appid=OA, openid="o", push_id=3, trigger="text", text="天气", reason="x")
+    )
+    assert await consumed() == 1  # handled once, its duplicate absorbed by the inbox
     assert await deliveries() == [] and notify.send.call_count == 0

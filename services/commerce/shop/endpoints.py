@@ -1,22 +1,20 @@
 """Synchronous shop callbacks commerce answers, routed by the gateway under its reply budget.
 
-Policy until member tiers exist (commerce issue): a membership discount WeChat computed for a
-buyer the brand recognised as a member (``channels_ec_vip_user_info_get``) is allowed and
-reserved by WeChat's ``unique_id``, so a release or an after-sale can find it. Answers are the
+Policy until member tiers exist (commerce issue): WeChat offers the member price only to buyers
+identity reported as members (``channels_ec_vip_user_info_get``), so commerce does not check
+membership again; it allows the discount once per WeChat ``unique_id`` and keeps the reservation
+so a release or an after-sale can find it. Per-tier budgets arrive with tiers. Answers are the
 JSON WeChat expects (shop.md §3.2).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-from services.commerce.models import VipDiscountReservation
+from services.commerce.shop.repository import VipDiscounts
 from shared.app import InternalOnly, SessionDep
 from shared.errors import Unprocessable
 
@@ -43,19 +41,9 @@ def _order_info(body: ShopCallback) -> dict[str, Any]:
 @router.post("/vip-discount/use")
 async def use_vip_discount(body: ShopCallback, session: SessionDep) -> dict[str, Any]:
     info = _order_info(body)
-    await session.execute(
-        pg_insert(VipDiscountReservation)
-        .values(
-            unique_id=str(info["unique_id"]),
-            order_session_id=str(info.get("order_session_id") or "") or None,
-            shop_appid=info.get("shop_appid"),
-            openid=body.openid,
-            status="reserved",
-            price_info=info.get("price_info") if isinstance(info.get("price_info"), dict) else {},
-        )
-        .on_conflict_do_nothing(index_elements=["unique_id"])
-    )
-    return {**OK, "result": 1}
+    status = await VipDiscounts(session).reserve(str(info["unique_id"]), openid=body.openid, info=info)
+    # A retry of a use that was released in between is not granted again.
+    return {**OK, "result": 1 if status == "reserved" else 2}
 
 
 @router.post("/vip-discount/release")
@@ -64,11 +52,7 @@ async def release_vip_discount(body: ShopCallback, session: SessionDep) -> dict[
     unique_id = info.get("unique_id") if isinstance(info, dict) else None
     if unique_id is None:
         raise Unprocessable("the callback has no unique_id")
-    await session.execute(
-        update(VipDiscountReservation)
-        .where(VipDiscountReservation.unique_id == str(unique_id), VipDiscountReservation.status == "reserved")
-        .values(status="released", released_at=datetime.now(UTC))
-    )
+    await VipDiscounts(session).release(str(unique_id))
     return OK
 
 

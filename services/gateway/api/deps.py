@@ -1,9 +1,9 @@
 """Request dependencies of the mini-program API: who is calling, and may they call now.
 
-Order on every route: the client-address limit (router level, before anything else), then the
-session token and the member's limit, then the route's own limit, then body validation. Rate-limit
-counters are the only thing a rejected request writes, on purpose: a flood of bad requests must
-spend its budget too.
+Order on every route: the body cap (the route class reads the body first, so an oversized body is
+a 413 before anything else runs), then the client-address limit (router level), the session token
+and the member's limit, the route's own limit, then body validation. Rate-limit counters are the
+only thing a rejected request writes, on purpose: a flood of bad requests must spend its budget too.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import hashlib
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import Counter
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from services.gateway.callbacks.decode import PushQuery, decode_push
@@ -146,7 +146,7 @@ async def _store(rt: Runtime, query: PushQuery, body_sha256: str, **fields: obje
         async with rt.sessions() as session, session.begin():
             await check_replay(session, str(fields["appid"]), query.timestamp, query.nonce, body_sha256)
             return await InboundLog(session, rt.outbox).record(**fields)  # type: ignore[arg-type]
-    except (DBAPIError, PoolTimeout, OSError) as exc:
+    except (DBAPIError, StatementError, PoolTimeout, OSError) as exc:
         # Not stored, so not acknowledged: WeChat will retry.
         log.error("push.store_failed", error=repr(exc))
         raise ServiceUnavailable(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -13,6 +14,14 @@ from shared.bus.outbox import Outbox
 from shared.events import WeChatPushReceived
 
 _NAME_UNSAFE = re.compile(r"[^a-z0-9_]+")
+MAX_KEY = 200  # fits the column with room; longer keys (a VIEW event's long URL) are hashed
+
+
+def storage_key(dedup_key: str) -> str:
+    """The de-dup key as stored: itself when short, else a digest (still unique, still exact)."""
+    if len(dedup_key) <= MAX_KEY:
+        return dedup_key
+    return "sha256:" + hashlib.sha256(dedup_key.encode()).hexdigest()
 
 
 def event_name(raw: str) -> str:
@@ -46,7 +55,7 @@ class InboundLog:
             pg_insert(InboundPush)
             .values(
                 appid=appid,
-                dedup_key=dedup_key,
+                dedup_key=storage_key(dedup_key),
                 event_type=event_type,
                 status=status,
                 payload=payload,

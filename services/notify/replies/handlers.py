@@ -12,7 +12,7 @@ from shared.bus.consumer import EventContext
 from shared.events import ReplyDeferred
 from shared.observability import get_logger
 from shared.wechat.client import WeChatClient
-from shared.wechat.errors import WeChatAPIError
+from shared.wechat.errors import WeChatAPIError, WeChatUnavailable
 
 log = get_logger(__name__)
 
@@ -36,10 +36,15 @@ async def on_reply_deferred(event: ReplyDeferred, ctx: EventContext[NotifyDeps])
         await ctx.deps.wechat.send_custom_message(event.appid, body)
     except WeChatAPIError as exc:
         if exc.retryable:
-            raise  # the consumer retries with backoff
+            raise  # WeChat said it did nothing (-1, quota): the consumer retries with backoff
         # Outside the 48-hour window (45015), over its count (45047), not a follower (43004): final.
         status, errcode, errmsg = "rejected", exc.errcode, exc.errmsg
         log.warning("reply.rejected", errcode=exc.errcode, appid=event.appid)
+    except WeChatUnavailable as exc:
+        # A timeout or a 5xx after the request left: it may have been delivered. A courtesy reply
+        # sent twice is worse than one lost, so it is recorded as unknown and not retried.
+        status, errmsg = "unknown", exc.detail
+        log.warning("reply.outcome_unknown", appid=event.appid, error=exc.detail)
     await ctx.session.execute(
         pg_insert(Delivery)
         .values(
