@@ -45,6 +45,16 @@ contracts: setup
 	@$(PY) -m tools.contracts
 
 bench: setup check
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "siyu: installing wrk, the HTTP benchmarks' load generator (apt-get install -y wrk)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null 2>&1 \
+	      || { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y wrk >/dev/null; } \
+	      || { echo "siyu: could not install wrk with apt-get; install it and run make bench again"; exit 1; }; \
+	  else \
+	    echo "siyu: the HTTP benchmarks need wrk: install it (sudo apt-get install -y wrk, brew install wrk) and run make bench again"; \
+	    exit 1; \
+	  fi; }
 	@$(PY) -m bench
 
 clean:

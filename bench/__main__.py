@@ -28,7 +28,7 @@ from bench import BENCHMARKS, Benchmark
 from bench.harness import RSS_BUDGET_MB, Run, machine_info, mb, process_peak_rss_kb
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NOT_BENCHMARKS = {"__main__", "harness"}
+NOT_BENCHMARKS = {"__main__", "harness", "stack", "bare_app"}
 
 
 def discover() -> None:
@@ -50,17 +50,24 @@ def _num(x: float | None, fmt: str = ",.0f") -> str:
 def case_table(result: dict[str, Any]) -> list[str]:
     """Markdown table of one benchmark result (also printed to the terminal)."""
     lines = [
-        "| group | case | n | s | rate | vs baseline (rate ratio) | p50 / p99 ms (of what) | CPU µs/op | peak RSS MB |",
+        "| group | case | n | s | rate | vs baseline (rate ratio) | p50 / p99 [/ p99.9] ms (of what) "
+        "| CPU µs/op | peak RSS MB |",
         "|---|---|--:|--:|--:|---|---|--:|--:|",
     ]
     for c in result["cases"]:
         name = c["name"] + (" *(baseline)*" if c["kind"] == "baseline" else "")
         ratios = "; ".join(f"**{r:.2f}×** {b}" for b, r in (c.get("ratio_vs") or {}).items())
         lat = c.get("latency") or {}
-        lat_text = f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f} ({lat['of']})" if lat else ""
+        lat_text = ""
+        if lat:
+            p999 = f" / {lat['p999_ms']:.2f}" if lat.get("p999_ms") is not None else ""
+            lat_text = f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f}{p999} ({lat['of']})"
+        # HTTP cases report the CPU and peak RSS of the service under test, named after the figure
+        cpu_text = _num(c.get("cpu_us_per_op")) + (f" ({c['cpu_of']})" if c.get("cpu_of") else "")
+        rss_text = f"{c['peak_rss_mb']}" + (f" ({c['rss_of']})" if c.get("rss_of") else "")
         lines.append(
             f"| {c['group']} | {name} | {c['n']} | {c['seconds']:.2f} | {_num(c['rate_per_s'])} {c['unit']} "
-            f"| {ratios} | {lat_text} | {_num(c.get('cpu_us_per_op'))} | {c['peak_rss_mb']} |"
+            f"| {ratios} | {lat_text} | {cpu_text} | {rss_text} |"
         )
     return lines
 
@@ -84,6 +91,15 @@ def result_markdown(result: dict[str, Any], filename: str) -> list[str]:
         f"Peak RSS of the benchmark process over the whole run: **{peak} MB** "
         f"({'OVER' if over else 'under'} the {RSS_BUDGET_MB} MB service budget).",
     ]
+    others = result.get("process_peak_rss_mb") or {}
+    if others:
+        worst = max((v for v in others.values() if v is not None), default=0.0)
+        lines += [
+            "",
+            "Peak RSS over the run of each process it started (`VmHWM`): "
+            + ", ".join(f"{name} **{v} MB**" for name, v in others.items())
+            + f" ({'OVER' if worst > RSS_BUDGET_MB else 'all under'} the {RSS_BUDGET_MB} MB service budget).",
+        ]
     load_at_start = (m.get("loadavg_at_start") or [0.0])[0]
     if load_at_start > cpus / 2 or max_load > 2 * cpus:
         # The benchmark alone keeps about two or three processes busy (itself, a PostgreSQL backend,
@@ -92,7 +108,7 @@ def result_markdown(result: dict[str, Any], filename: str) -> list[str]:
             "",
             f"**The machine was shared**: 1-minute load average {load_at_start:.1f} before the run and up to "
             f"{max_load:.1f} during it, on {cpus} CPUs. Wall-clock rates are depressed and ratios noisier than "
-            "on a quiet machine; CPU µs/op (this process only) is the steadier figure.",
+            "on a quiet machine; CPU µs/op (of the process named, else this one) is the steadier figure.",
         ]
     facts = result.get("facts") or {}
     if facts:
@@ -186,7 +202,10 @@ def run_one(b: Benchmark, args: argparse.Namespace) -> bool:
         "duration_s": round(time.perf_counter() - t0, 1),
         "loop": args.loop,
         # getrusage's figure can lag the per-case VmHWM readings slightly: report the larger
-        "peak_rss_mb": max([mb(process_peak_rss_kb()) or 0.0, *(c.peak_rss_mb or 0.0 for c in run.cases)]),
+        # (cases that report another process's RSS, ``rss_of``, are not this process's peak)
+        "peak_rss_mb": max(
+            [mb(process_peak_rss_kb()) or 0.0, *(c.peak_rss_mb or 0.0 for c in run.cases if not c.rss_of)]
+        ),
         "machine": machine,
     }
     path = write_result(result)

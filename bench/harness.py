@@ -49,7 +49,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def summarize_latencies(seconds: Sequence[float]) -> dict[str, float]:
-    """p50/p90/p99/max in milliseconds of a list of durations in seconds."""
+    """p50/p90/p99/p99.9/max in milliseconds of a list of durations in seconds."""
     if not seconds:
         return {}
     s = sorted(seconds)
@@ -57,6 +57,7 @@ def summarize_latencies(seconds: Sequence[float]) -> dict[str, float]:
         "p50_ms": round(percentile(s, 50) * 1000, 3),
         "p90_ms": round(percentile(s, 90) * 1000, 3),
         "p99_ms": round(percentile(s, 99) * 1000, 3),
+        "p999_ms": round(percentile(s, 99.9) * 1000, 3),
         "max_ms": round(s[-1] * 1000, 3),
         "samples": len(s),
     }
@@ -224,6 +225,12 @@ class Case:
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     timed_from: float | None = None  # set inside a segment to time it from this perf_counter() instead
+    # Cases whose work happens in another process (the HTTP benchmarks: a service under wrk) fill
+    # these instead: the latency summary measured elsewhere (wrk's histogram), and whose CPU time
+    # ``cpu_seconds`` and whose peak RSS ``peak_rss_mb`` are (None = this benchmark process).
+    latency_summary: dict[str, float] | None = None
+    cpu_of: str | None = None
+    rss_of: str | None = None
 
     @contextmanager
     def timed(self) -> Iterator[Case]:
@@ -266,9 +273,15 @@ class Case:
             "peak_rss_mb": self.peak_rss_mb,
             "max_load1": round(self.max_load1, 2),
         }
+        if self.cpu_of:
+            d["cpu_of"] = self.cpu_of
+        if self.rss_of:
+            d["rss_of"] = self.rss_of
         if ratios:
             d["ratio_vs"] = ratios
-        if self.latencies.values:
+        if self.latency_summary:
+            d["latency"] = {"of": self.latency_of, **self.latency_summary}
+        elif self.latencies.values:
             d["latency"] = {"of": self.latency_of, **summarize_latencies(self.latencies.values)}
         if self.notes:
             d["notes"] = self.notes
@@ -286,6 +299,9 @@ class Run:
         self.n = n
         self.cases: list[Case] = []
         self.facts: dict[str, Any] = {}
+        # Peak RSS (MB) over the run of each process a benchmark started (services under test):
+        # read with ``peak_rss_kb(pid)`` before the process exits.
+        self.process_peak_rss_mb: dict[str, float | None] = {}
 
     def new_case(
         self,
@@ -315,7 +331,8 @@ class Run:
         ratio_text = "  ".join(f"{r:.2f}x {b}" for b, r in self.ratios(c).items())
         print(
             f"  {c.name:<50} {c.n:>6} in {c.seconds:6.2f}s {c.rate:>7.0f} {c.unit:<8} "
-            f"cpu {c.cpu_us_per_op:>5.0f}us/op  peak {c.peak_rss_mb} MB  load {c.max_load1:.1f}  {ratio_text}",
+            f"cpu {c.cpu_us_per_op:>5.0f}us/op{f' ({c.cpu_of})' if c.cpu_of else ''}  "
+            f"peak {c.peak_rss_mb} MB{f' ({c.rss_of})' if c.rss_of else ''}  load {c.max_load1:.1f}  {ratio_text}",
             flush=True,
         )
 
@@ -340,5 +357,6 @@ class Run:
             "quick": self.quick,
             "n": self.n,
             "facts": self.facts,
+            **({"process_peak_rss_mb": self.process_peak_rss_mb} if self.process_peak_rss_mb else {}),
             "cases": [c.as_dict(self.ratios(c)) for c in self.cases],
         }
