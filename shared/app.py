@@ -135,7 +135,7 @@ async def _session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
-def require_internal(request: Request) -> None:
+async def require_internal(request: Request) -> None:
     """Internal endpoints: only Siyu's own services, with the internal credential."""
     given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
     expected = runtime_of(request).settings.internal_token_value

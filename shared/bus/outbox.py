@@ -107,6 +107,7 @@ class OutboxRelay:
         batch_size: int = 200,
         poll_interval: float = 1.0,
         max_backoff: float = 60.0,
+        linger: float = 0.02,
         listen_dsn: str | None = None,
     ) -> None:
         self.sessions = sessions
@@ -117,6 +118,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
+        self.linger = linger
         self.listen_dsn = listen_dsn
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -242,8 +244,14 @@ class OutboxRelay:
                     await asyncio.sleep(self.poll_interval)
                 if claimed >= self.batch_size:
                     continue  # more waiting: no sleep
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
+                except TimeoutError:
+                    continue
+                if self.linger and not self._stopping.is_set():
+                    # Commits wake us one at a time; a short pause lets the ones arriving together
+                    # share one claim and one round of confirms (a batch of 1 costs nearly as much).
+                    await asyncio.sleep(self.linger)
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

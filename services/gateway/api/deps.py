@@ -22,7 +22,7 @@ from shared.app import runtime_of
 _bearer = HTTPBearer(auto_error=False, description="The token from POST /api/v1/sessions")
 
 
-def gateway_deps(request: Request) -> GatewayDeps:
+async def gateway_deps(request: Request) -> GatewayDeps:
     deps: GatewayDeps = runtime_of(request).deps
     return deps
 
@@ -69,7 +69,7 @@ async def limit_events(member: CurrentMember, deps: Deps) -> None:
     await deps.limiter.enforce(deps.limits.events, str(member.member_id), who="member")
 
 
-def idempotency_key(
+async def idempotency_key(  # async: plain functions would run in the thread pool per request
     key: Annotated[
         str | None,
         Header(

@@ -11,6 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.gateway.models import PushNonce
 from shared.wechat.crypto import InvalidSignature
 
+NONCES = PushNonce.__table__  # Core, not the ORM entity, on the hot path of every push
+
 
 def check_window(timestamp: str, window_seconds: int, now: float | None = None) -> None:
     """Reject a push signed too long ago or too far ahead (clock skew counts both ways)."""
@@ -27,16 +29,16 @@ async def check_replay(session: AsyncSession, appid: str, timestamp: str, nonce:
     Runs in the push's own transaction, so a rejected push leaves no row behind.
     """
     inserted = await session.scalar(
-        pg_insert(PushNonce)
+        pg_insert(NONCES)
         .values(appid=appid, nonce=nonce[:64], timestamp=timestamp, body_sha256=body_sha256)
         .on_conflict_do_nothing()
-        .returning(PushNonce.appid)
+        .returning(NONCES.c.appid)
     )
     if inserted is not None:
         return True
     seen = await session.scalar(
-        select(PushNonce.body_sha256).where(
-            PushNonce.appid == appid, PushNonce.nonce == nonce[:64], PushNonce.timestamp == timestamp
+        select(NONCES.c.body_sha256).where(
+            NONCES.c.appid == appid, NONCES.c.nonce == nonce[:64], NONCES.c.timestamp == timestamp
         )
     )
     if seen != body_sha256:

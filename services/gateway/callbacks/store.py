@@ -14,6 +14,7 @@ from shared.bus.outbox import Outbox
 from shared.events import WeChatPushReceived
 
 _NAME_UNSAFE = re.compile(r"[^a-z0-9_]+")
+INBOUND = InboundPush.__table__
 MAX_KEY = 200  # fits the column with room; longer keys (a VIEW event's long URL) are hashed
 
 
@@ -52,7 +53,8 @@ class InboundLog:
         """Store the push and publish its event: its id, or None when already stored (a duplicate)."""
         event_type = f"wechat.{app_kind}.{name}"
         push_id = await self.session.scalar(
-            pg_insert(InboundPush)
+            # Core, not the ORM entity: the hot path of every push (ORM-enabled INSERT costs more CPU).
+            pg_insert(INBOUND)
             .values(
                 appid=appid,
                 dedup_key=storage_key(dedup_key),
@@ -63,7 +65,7 @@ class InboundLog:
                 error=error,
             )
             .on_conflict_do_nothing(index_elements=["dedup_key"])
-            .returning(InboundPush.id)
+            .returning(INBOUND.c.id)
         )
         if push_id is None:
             return None
@@ -83,4 +85,4 @@ class InboundLog:
                 ),
                 event_type=event_type,
             )
-        return push_id
+        return int(push_id)
