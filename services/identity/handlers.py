@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from services.identity.crypto import DataVault
 from services.identity.repository import MemberRepository
 from services.identity.service import IdentityService
-from shared.bus.consumer import EventContext, PoisonMessage
+from shared.bus.consumer import EventContext, PoisonMessage, Prefetching
 from shared.events import WeChatPushReceived
 from shared.observability import get_logger
 from shared.wechat.apps import AppKind, WeChatApps
@@ -39,7 +39,22 @@ async def publish_all(ctx: EventContext[IdentityDeps], service: IdentityService)
         await ctx.publish(event)
 
 
-async def on_oa_follow(event: WeChatPushReceived, ctx: EventContext[IdentityDeps]) -> None:
+async def fetch_unionid(event: WeChatPushReceived, deps: IdentityDeps) -> str | None:
+    """Before the transaction: user/info is the only place a follower's unionid comes from.
+
+    It fails for someone who unfollowed again before we got here: go on without the unionid, a
+    later event brings it. An unsubscribe needs none.
+    """
+    if event.name not in ("subscribe", "scan") or not event.openid:
+        return None
+    try:
+        return (await deps.wechat.user_info(event.appid, event.openid)).unionid
+    except InvalidOpenid:
+        log.info("identity.user_info_unavailable", appid=event.appid)
+        return None
+
+
+async def apply_oa_follow(event: WeChatPushReceived, ctx: EventContext[IdentityDeps]) -> None:
     """subscribe, SCAN and unsubscribe on the service account: resolve the member, record the follow."""
     push = parse_push(event.payload, AppKind.OFFICIAL_ACCOUNT)
     if not event.openid:
@@ -51,19 +66,11 @@ async def on_oa_follow(event: WeChatPushReceived, ctx: EventContext[IdentityDeps
     ticket = getattr(push, "ticket", None)
     at = datetime.fromtimestamp(event.create_time, UTC)
     repo = MemberRepository(ctx.session)
-    unionid = None
-    if change == "unsubscribe":
-        if await repo.identity(event.appid, event.openid) is None:
-            # Someone who followed before Siyu existed leaves: not a member to create (and welcome).
-            log.info("identity.unsubscribe_of_unknown", appid=event.appid)
-            return
-    else:
-        # user/info is the only place a follower's unionid comes from. It fails for someone who
-        # unfollowed again before we got here: go on without the unionid, a later event brings it.
-        try:
-            unionid = (await ctx.deps.wechat.user_info(event.appid, event.openid)).unionid
-        except InvalidOpenid:
-            log.info("identity.user_info_unavailable", appid=event.appid)
+    unionid: str | None = ctx.prefetched
+    if change == "unsubscribe" and await repo.identity(event.appid, event.openid) is None:
+        # Someone who followed before Siyu existed leaves: not a member to create (and welcome).
+        log.info("identity.unsubscribe_of_unknown", appid=event.appid)
+        return
     service = IdentityService(repo)
     resolution = await service.resolve_or_create(
         appid=event.appid,
@@ -88,3 +95,7 @@ async def on_oa_follow(event: WeChatPushReceived, ctx: EventContext[IdentityDeps
     if change != "unsubscribe":
         await service.touch_activity(resolution.member, at)
     await publish_all(ctx, service)
+
+
+# The WeChat call happens outside the unit of work: no pooled connection waits on WeChat.
+on_oa_follow = Prefetching(fetch=fetch_unionid, apply=apply_oa_follow)

@@ -24,7 +24,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractRobus
 from aiormq.abc import DeliveredMessage
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
-from sqlalchemy import Table
+from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -50,6 +50,8 @@ class EventContext(Generic[D]):
     envelope: Envelope
     outbox: Outbox
     deps: D
+    # What a Prefetching handler's ``fetch`` returned, fetched before the transaction opened.
+    prefetched: Any = None
 
     async def publish(self, data: EventData, *, event_type: str | None = None) -> Envelope:
         """Publish a follow-up event in the same transaction, caused by the one being handled."""
@@ -63,6 +65,23 @@ class EventContext(Generic[D]):
 
 
 Handler = Callable[[Any, EventContext[Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Prefetching:
+    """A handler that needs a slow outside read (a WeChat API call) before it writes.
+
+    ``fetch(data, deps)`` runs before the unit of work opens, so no database connection is held
+    while WeChat answers (up to its timeouts and retries); it is skipped for an event already in
+    the inbox. ``apply(data, ctx)`` then runs in the inbox transaction with ``ctx.prefetched``.
+    ``fetch`` must only read: a duplicate delivered concurrently may fetch twice.
+    """
+
+    fetch: Callable[[Any, Any], Awaitable[Any]]
+    apply: Handler
+
+    async def __call__(self, data: Any, ctx: EventContext[Any]) -> None:
+        await self.apply(data, ctx)
 
 
 class PoisonMessage(Exception):
@@ -162,6 +181,12 @@ class InboxConsumer:
             data = model.model_validate(envelope.data)
         except ValidationError as exc:
             raise PoisonMessage(f"invalid data for {envelope.type}: {exc.errors()[0]}") from None
+        prefetched = None
+        if isinstance(handler, Prefetching):
+            if await self._seen(envelope.event_id):
+                log.info("event.duplicate")
+                return "duplicate"
+            prefetched = await handler.fetch(data, self.deps)
         async with self.sessions() as session, session.begin():
             fresh = await session.scalar(
                 pg_insert(self.inbox)
@@ -172,8 +197,17 @@ class InboxConsumer:
             if fresh is None:
                 log.info("event.duplicate")
                 return "duplicate"
-            await handler(data, EventContext(session, envelope, self.outbox, self.deps))
+            await handler(data, EventContext(session, envelope, self.outbox, self.deps, prefetched))
         return "handled"
+
+    async def _seen(self, event_id: Any) -> bool:
+        async with self.sessions() as session:
+            found = await session.scalar(
+                select(self.inbox.c.event_id).where(
+                    self.inbox.c.consumer == self.consumer, self.inbox.c.event_id == event_id
+                )
+            )
+        return found is not None
 
     async def _republish(
         self, message: AbstractIncomingMessage, exchange: str, routing_key: str, attempt: int, error: str

@@ -21,7 +21,7 @@ from aio_pika.abc import AbstractExchange
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from shared.bus import ops
-from shared.bus.consumer import EventContext
+from shared.bus.consumer import EventContext, Prefetching
 from shared.bus.outbox import OutboxRelay
 from shared.db import transaction
 from shared.events.envelope import Envelope
@@ -39,6 +39,7 @@ from tests.integration.bus_fixtures import (
     close_connections_named,
     eventually,
     rabbitmqctl_or_skip,
+    record_effect,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(45)]
@@ -500,3 +501,36 @@ async def test_a_message_that_keeps_killing_its_consumer_is_dead_lettered_by_the
     assert summary["attempts"] is None
     assert "delivery_limit" in summary["error"]
     assert await bus.db.effect_counts(consumer.consumer) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# a handler's slow outside read runs before the transaction, and not again for a duplicate
+
+
+async def test_prefetching_handler_fetches_outside_the_transaction_and_not_for_duplicates(bus: Bus) -> None:
+    fetched: list[tuple[int, int]] = []  # (n, pooled connections checked out while fetching)
+
+    async def fetch(data: ThingHappened, deps: Behaviour) -> int:
+        fetched.append((data.n, bus.db.engine.pool.checkedout()))  # type: ignore[attr-defined]
+        return data.n * 10
+
+    async def apply(data: ThingHappened, ctx: EventContext[Behaviour]) -> None:
+        assert ctx.prefetched == data.n * 10
+        await record_effect(data, ctx)
+
+    consumer = await bus.consumer(
+        "c", handlers={ThingHappened.event_type: Prefetching(fetch=fetch, apply=apply)}, prefetch=1
+    )
+    envelope = Envelope.wrap(ThingHappened(n=7), producer=PRODUCER)
+    await bus.publish_envelope(envelope)
+    await eventually(lambda: _outcomes(consumer, 1), what="the first delivery handled")
+    await bus.publish_envelope(envelope)
+    await eventually(lambda: _outcomes(consumer, 2), what="the duplicate seen")
+
+    assert consumer.outcomes == ["handled", "duplicate"]
+    assert fetched == [(7, 0)]  # once, and with no connection held while it ran
+    assert await bus.db.effect_counts(consumer.consumer) == {envelope.event_id: 1}
+
+
+async def _outcomes(consumer: Any, n: int) -> bool:
+    return len(consumer.outcomes) == n
