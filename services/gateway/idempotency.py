@@ -170,8 +170,9 @@ class IdempotencyStore:
             "a request with this Idempotency-Key is still being processed; retry shortly", headers={"Retry-After": "1"}
         )
 
-    async def complete(self, claim: Claim, response: Response) -> None:
+    async def complete(self, claim: Claim, response: Response, replay_for: timedelta | None = None) -> None:
         headers = {h: response.headers[h] for h in _STORED_HEADERS if h in response.headers}
+        expiry = {"expires_at": func.now() + replay_for} if replay_for is not None else {}
         async with self.sessions() as session, session.begin():
             await session.execute(
                 update(IdempotencyRecord)
@@ -182,6 +183,7 @@ class IdempotencyStore:
                     response_headers=headers,
                     response_body=bytes(response.body),
                     locked_until=func.now(),
+                    **expiry,
                 )
             )
 
@@ -199,9 +201,18 @@ class IdempotencyStore:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def run(
-        self, scope: str, key: str | None, request_hash: str, operation: Callable[[], Awaitable[Response]]
+        self,
+        scope: str,
+        key: str | None,
+        request_hash: str,
+        operation: Callable[[], Awaitable[Response]],
+        *,
+        replay_for: timedelta | None = None,
     ) -> Response:
-        """Run ``operation`` at most once per (scope, key); without a key, just run it."""
+        """Run ``operation`` at most once per (scope, key); without a key, just run it.
+
+        ``replay_for`` shortens how long the stored answer is replayed (default: the store's TTL).
+        """
         if key is None:
             return await operation()
         outcome = await self.claim(scope, key, request_hash)
@@ -217,7 +228,7 @@ class IdempotencyStore:
         try:
             with anyio.CancelScope(shield=True):
                 if 200 <= response.status_code < 300:
-                    await self.complete(outcome, response)
+                    await self.complete(outcome, response, replay_for)
                     OUTCOMES.labels("stored").inc()
                 else:
                     await self.release(outcome)

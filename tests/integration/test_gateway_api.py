@@ -766,6 +766,13 @@ async def test_sign_in_retried_with_its_key_gets_the_same_session(
     assert again.json()["token"] == first.json()["token"]
     assert again.headers["Idempotent-Replayed"] == "true"
     assert logins.call_count == 1
+    # The stored answer holds a bearer token: it is kept for minutes, not the store's 24 hours.
+    conn = await asyncpg.connect(API_DB)
+    try:
+        kept = await conn.fetchval("SELECT expires_at - now() FROM idempotency_keys")
+    finally:
+        await conn.close()
+    assert timedelta(minutes=4) < kept <= timedelta(minutes=5)
 
 
 async def test_same_key_with_a_different_body_is_422(api: httpx.AsyncClient, identity: respx.MockRouter) -> None:

@@ -7,6 +7,7 @@ only member a call can read or change.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -71,6 +72,10 @@ def _json(model: BaseModel, status: int) -> Response:
     return JSONResponse(model.model_dump(mode="json"), status_code=status)
 
 
+# A sign-in answer holds a bearer token: replayed to a retry for this long only.
+SIGN_IN_REPLAY = timedelta(minutes=5)
+
+
 @router.post(
     "/sessions",
     status_code=201,
@@ -92,7 +97,11 @@ async def create_session(body: SessionRequest, request: Request, deps: Deps, key
         return _json(SessionOut(token=issued.token, expires_at=issued.expires_at, member_id=login.member_id), 201)
 
     scope = f"ip:{client_address(request)}"
-    return await deps.idempotency.run(scope, key, fingerprint("POST", request.url.path, body), sign_in)
+    # The stored answer holds a bearer token: keep it only as long as a client plausibly retries a
+    # sign-in (the wx.login code is single-use, so this is what makes a lost answer recoverable).
+    return await deps.idempotency.run(
+        scope, key, fingerprint("POST", request.url.path, body), sign_in, replay_for=SIGN_IN_REPLAY
+    )
 
 
 @router.get("/me", response_model=MeOut, responses=_problems(401, 503), summary="The signed-in member")
