@@ -182,7 +182,9 @@ async def login(body: LoginRequest, request: Request, session: SessionDep) -> Lo
 @router.get("/members/{member_id}")
 async def get_member(member_id: uuid.UUID, session: SessionDep) -> dict[str, object]:
     """A member's view; an id that was merged away answers with its survivor (``resolved_from`` set)."""
-    return await service_for(session).member_view(member_id)
+    service = service_for(session)
+    await service.repo.snapshot()
+    return await service.member_view(member_id)
 
 
 class PhoneRequest(_Body):
@@ -347,6 +349,7 @@ class ResolveRequest(_Body):
 async def resolve(body: ResolveRequest, session: SessionDep) -> dict[str, object]:
     """The member behind an (appid, openid), without creating one."""
     repo = MemberRepository(session)
+    await repo.snapshot()
     identity = await repo.identity(body.appid, body.openid)
     if identity is None:
         raise NotFound("no member is known for this appid and openid")

@@ -98,6 +98,15 @@ class MemberRepository:
 
     # --- app identities --------------------------------------------------------------------------
 
+    async def snapshot(self) -> None:
+        """Make every later read in this transaction see one snapshot (must come first).
+
+        Under READ COMMITTED each statement sees the latest commit: a view read in several
+        statements could show a follow committed between them without the identity committed
+        with it. Read-only views call this before their first query.
+        """
+        await self.session.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+
     async def try_lock(self, key: int) -> bool:
         """A transaction-scoped advisory lock, without waiting: False when another holder has it."""
         return bool(await self.session.scalar(select(func.pg_try_advisory_xact_lock(key))))
