@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse
 from prometheus_client import Counter
 from pydantic import BaseModel
 
-from services.gateway.api.bodycap import CappedBodyRoute
 from services.gateway.api.deps import (
     CurrentMember,
     Deps,
@@ -38,6 +37,7 @@ from services.gateway.api.schemas import (
     SessionOut,
     SessionRequest,
 )
+from services.gateway.bodycap import CappedBodyRoute
 from services.gateway.clients import IdentityLogin, MemberView, PhoneBinding, parse
 from services.gateway.idempotency import fingerprint
 from shared.app import runtime_of

@@ -16,6 +16,7 @@ from prometheus_client import Counter
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from services.gateway.bodycap import read_capped
 from services.gateway.callbacks.decode import PushQuery, decode_push
 from services.gateway.callbacks.replay import check_replay, check_window
 from services.gateway.callbacks.reply import passive_reply
@@ -23,7 +24,7 @@ from services.gateway.callbacks.shop_sync import needs_answer, shop_sync_answer
 from services.gateway.callbacks.store import InboundLog, event_name
 from services.gateway.settings import GatewaySettings
 from shared.app import Runtime, runtime_of
-from shared.errors import NotFound, PayloadTooLarge, ServiceUnavailable, SiyuError
+from shared.errors import NotFound, ServiceUnavailable, SiyuError
 from shared.observability import get_logger
 from shared.wechat.apps import AppKind, WeChatApp
 from shared.wechat.crypto import MalformedPush, verify_signature
@@ -48,20 +49,6 @@ def _app(rt: Runtime, appid: str) -> WeChatApp:
     return app
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @router.get("/{appid}", response_class=PlainTextResponse)
 async def handshake(appid: str, request: Request) -> Response:
     """URL verification when the callback URL is saved in the WeChat console: echo ``echostr``."""
@@ -80,7 +67,7 @@ async def receive(appid: str, request: Request) -> Response:
     window = settings.shop_push_window_seconds if app.kind is AppKind.SHOP else settings.push_window_seconds
     try:
         query = PushQuery.from_params(dict(request.query_params))
-        body = await _read_capped(request, settings.max_body_bytes)
+        body = await read_capped(request, settings.max_body_bytes)
         check_window(query.timestamp, window)
         decoded = decode_push(app, query, body, request.headers.get("content-type", ""), settings.max_body_bytes)
     except SiyuError as exc:
