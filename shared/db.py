@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from sqlalchemy import MetaData, make_url
+from sqlalchemy import MetaData, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -83,6 +83,24 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One unit of work: commit on success, roll back on any error. Services never commit."""
     async with sessions() as session, session.begin():
         yield session
+
+
+async def delete_in_batches(
+    sessions: async_sessionmaker[AsyncSession], table: str, where: str, params: dict[str, object], batch: int = 5000
+) -> int:
+    """Delete the rows of ``table`` matching ``where`` in short transactions of ``batch`` rows.
+
+    ``table`` and ``where`` are the caller's constants, never input; values go in ``params``.
+    """
+    sql = text(f"DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE {where} LIMIT {batch})")
+    total = 0
+    while True:
+        async with sessions() as session, session.begin():
+            result = await session.execute(sql, params)
+        deleted = int(getattr(result, "rowcount", 0) or 0)
+        total += deleted
+        if deleted < batch:
+            return total
 
 
 def _asyncpg_dsn(url: str, database: str | None = None) -> str:

@@ -6,7 +6,6 @@ instead of doing the same page at once. Both jobs are idempotent, so a page done
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 
 from services.identity.handlers import IdentityDeps
@@ -17,6 +16,7 @@ from services.identity.wechat_sync import WeChatSync
 from shared.app import Runtime
 from shared.db import transaction
 from shared.observability import get_logger
+from shared.periodic import run_every
 from shared.wechat.apps import AppKind
 
 log = get_logger(__name__)
@@ -62,11 +62,10 @@ async def run_schedule(rt: Runtime) -> None:
     interval = settings.schedule_interval_seconds if isinstance(settings, IdentitySettings) else 0
     if interval <= 0:
         return
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            changed = await refresh_all_rules(rt)
-            log.info("identity.rules_refreshed", changed=changed)
-            await sync_wechat_tags(rt)
-        except Exception as exc:  # WeChat down, a quota: the next round tries again
-            log.warning("identity.schedule_failed", error=repr(exc))
+
+    async def once() -> dict[str, int]:
+        changed = await refresh_all_rules(rt)
+        await sync_wechat_tags(rt)  # WeChat down or a quota: the next round tries again
+        return {"rule_tag_changes": changed}
+
+    await run_every(interval, once, "identity.schedule", wait_first=True)

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from services.gateway.clients import GatewayDeps
 from shared.app import Runtime
-from shared.observability import get_logger
-
-log = get_logger(__name__)
+from shared.periodic import run_every
 
 INTERVAL_SECONDS = 600
 
 
 async def prune_api_state(rt: Runtime) -> None:
     deps: GatewayDeps = rt.deps
-    while True:
-        try:
-            buckets = await deps.limiter.prune()
-            keys = await deps.idempotency.prune()
-            if buckets or keys:
-                log.info("janitor.api_pruned", rate_limit_buckets=buckets, idempotency_keys=keys)
-        except Exception as exc:
-            log.warning("janitor.api_failed", error=repr(exc))
-        await asyncio.sleep(INTERVAL_SECONDS)
+
+    async def once() -> dict[str, int]:
+        return {"rate_limit_buckets": await deps.limiter.prune(), "idempotency_keys": await deps.idempotency.prune()}
+
+    await run_every(INTERVAL_SECONDS, once, "janitor.api_pruned")
