@@ -33,7 +33,7 @@ from shared.bus.retention import prune_forever
 from shared.bus.tables import BusTables
 from shared.bus.topology import Topology
 from shared.db import create_engine, create_sessionmaker
-from shared.errors import ServiceUnavailable, SiyuError, Unauthorized
+from shared.errors import ServiceUnavailable, SiyuError, Unauthorized, Unprocessable
 from shared.http import INTERNAL_TOKEN_HEADER
 from shared.observability import configure_logging, continue_trace, get_logger, new_request_id, request_id_var
 from shared.settings import ServiceSettings
@@ -287,8 +287,9 @@ def create_service_app(
     return app
 
 
-class _Invalid(SiyuError):
-    status = 422
+class _Invalid(Unprocessable):
+    """A request that does not match its schema (FastAPI's validation), with the field errors."""
+
     type_slug = "validation-error"
     title = "Request validation failed"
 

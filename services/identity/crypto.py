@@ -15,12 +15,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from shared.errors import SiyuError
+
 _VERSION = b"\x01"
 _NONCE_BYTES = 12
 _INFO = b"siyu identity data key v1"
 
 
-class DataKeyError(Exception):
+class DataKeyError(SiyuError):
     """A stored secret could not be decrypted (wrong key, tampered, or bound to another row)."""
 
 
