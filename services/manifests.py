@@ -1,4 +1,4 @@
-"""Which services exist, their default ports, and what each consumes (for topology and ops).
+"""Which services exist, their default ports, and what each consumes (for topology, the relay and ops).
 
 Each consuming service's own ``subscriptions.py`` is its manifest; this module only collects them.
 """
@@ -14,3 +14,8 @@ CONSUMERS: dict[str, list[str]] = {
     "identity": sorted(IDENTITY),
     "notify": sorted(NOTIFY),
 }
+
+
+def consumed_types() -> frozenset[str]:
+    """Every event type some service consumes: for these, "no queue bound" is a fault, not a shrug."""
+    return frozenset(t for types in CONSUMERS.values() for t in types)

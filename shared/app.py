@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import hmac
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import aio_pika
 import structlog
@@ -22,17 +22,14 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.bus.consumer import Handler, InboxConsumer
-from shared.bus.outbox import Outbox, OutboxRelay
+from shared.bus.relay import OutboxRelay
 from shared.bus.retention import prune_forever
-from shared.bus.tables import BusTables
 from shared.bus.topology import Topology
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Database
 from shared.errors import ServiceUnavailable, SiyuError, Unauthorized, Unprocessable
 from shared.http import INTERNAL_TOKEN_HEADER
 from shared.observability import configure_logging, continue_trace, get_logger, new_request_id, request_id_var
@@ -49,21 +46,18 @@ HTTP_SECONDS = Histogram(
 )
 
 
-@dataclass
-class Runtime:
-    """A running service's connections: database, broker, outbox relay and consumer."""
+D = TypeVar("D")
+S = TypeVar("S", bound=ServiceSettings)
 
-    settings: ServiceSettings
-    tables: BusTables
+
+@dataclass
+class Runtime(Generic[S]):
+    """What a service has at start, before its own dependencies: settings, database, broker."""
+
+    settings: S
     topology: Topology
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
-    outbox: Outbox
-    connection: AbstractRobustConnection | None = None
-    relay: OutboxRelay | None = None
-    consumer: InboxConsumer | None = None
-    deps: Any = None
-    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    db: Database
+    connection: AbstractRobustConnection
 
 
 async def connect_broker(url: str) -> AbstractRobustConnection:
@@ -121,118 +115,102 @@ class RequestContextMiddleware:
             HTTP_SECONDS.labels(self.service, path).observe(time.perf_counter() - started)
 
 
-def runtime_of(request: Request) -> Runtime:
-    rt: Runtime = request.app.state.runtime
-    return rt
+def get_deps(request: Request) -> Any:
+    """The service's dependencies (what its ``make_deps`` built at start).
 
-
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's unit of work: committed before the response is sent, rolled back on error."""
-    async with runtime_of(request).sessions() as session, session.begin():
-        yield session
-
-
-SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
+    Each service types it once: ``Deps = Annotated[IdentityDeps, Depends(get_deps)]``.
+    """
+    return request.app.state.deps
 
 
 async def require_internal(request: Request) -> None:
     """Internal endpoints: only Siyu's own services, with the internal credential."""
     given = request.headers.get(INTERNAL_TOKEN_HEADER, "")
-    expected = runtime_of(request).settings.internal_token_value
+    expected = request.app.state.settings.internal_token_value
     if not hmac.compare_digest(given.encode(), expected.encode()):
         raise Unauthorized("this endpoint is internal: a valid X-Siyu-Internal-Token is required")
 
 
 InternalOnly = Depends(require_internal)
 
-DepsFactory = Callable[[Runtime], Awaitable[Any]]
-
-
 def create_service_app(
-    settings: ServiceSettings,
+    settings: S,
     *,
-    tables: BusTables,
+    make_deps: Callable[[Runtime[S]], Awaitable[D]],
     routers: Iterable[APIRouter] = (),
     subscriptions: Mapping[str, Handler] | None = None,
-    make_deps: DepsFactory | None = None,
     topology: Topology | None = None,
-    run_relay: bool = True,
-    background: Sequence[Callable[[Runtime], Coroutine[Any, Any, None]]] = (),
+    background: Sequence[Callable[[D], Coroutine[Any, Any, None]]] = (),
+    consumed_types: Collection[str] = (),
     title: str | None = None,
     description: str = "",
 ) -> FastAPI:
+    """A service: ``make_deps`` builds its typed dependencies once at start (they hold the database);
+    ``subscriptions`` is its consumer manifest; ``background`` are its periodic jobs.
+
+    The outbox relay runs in its own process (``services/relay.py``); with
+    ``SIYU_RELAY_IN_PROCESS=true`` (tests, a one-process deployment) the service runs one for its
+    own database, treating ``consumed_types`` as the types some service consumes.
+    """
     service = settings.service_name
     configure_logging(service, settings.log_level)
     topo = topology or Topology(namespace=settings.amqp_namespace)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings.sqlalchemy_url, pool_size=settings.db_pool_size)
-        rt = Runtime(
-            settings=settings,
-            tables=tables,
-            topology=topo,
-            engine=engine,
-            sessions=create_sessionmaker(engine),
-            outbox=Outbox(tables.outbox, producer=service),
-        )
-        app.state.runtime = rt
+        db = Database(settings.database_dsn, producer=service, max_size=settings.db_pool_size, application_name=service)
+        tasks: list[asyncio.Task[Any]] = []
+        consumer: InboxConsumer[D] | None = None
+        relay: OutboxRelay | None = None
+        deps: D | None = None
+        connection: AbstractRobustConnection | None = None
+        app.state.consumer = None
         try:
-            rt.connection = await connect_broker(settings.amqp_url)
-            rt.deps = await make_deps(rt) if make_deps else None
-            if run_relay:
-                rt.relay = OutboxRelay(
-                    rt.sessions,
-                    tables.outbox,
-                    rt.connection,
-                    topo,
-                    service,
-                    batch_size=settings.relay_batch_size,
-                    listen_dsn=settings.sqlalchemy_url.replace("+asyncpg", ""),
+            await db.open()
+            connection = await connect_broker(settings.amqp_url)
+            app.state.connection = connection
+            deps = await make_deps(Runtime(settings, topo, db, connection))
+            app.state.deps = deps
+            if settings.relay_in_process:
+                relay = OutboxRelay(
+                    db, connection, topo, service, consumed_types=consumed_types, batch_size=settings.relay_batch_size
                 )
-                rt.tasks.append(asyncio.create_task(rt.relay.run(), name=f"{service}-outbox-relay"))
-            pruner = prune_forever(rt.sessions, tables.outbox, tables.inbox)
-            rt.tasks.append(asyncio.create_task(pruner, name=f"{service}-bus-pruner"))
+                tasks.append(asyncio.create_task(relay.run(), name=f"{service}-outbox-relay"))
+            tasks.append(asyncio.create_task(prune_forever(db), name=f"{service}-bus-pruner"))
             for job in background:
-                rt.tasks.append(asyncio.create_task(job(rt), name=f"{service}-{job.__name__}"))
+                tasks.append(asyncio.create_task(job(deps), name=f"{service}-{job.__name__}"))
             if subscriptions:
-                rt.consumer = InboxConsumer(
-                    service,
-                    rt.sessions,
-                    tables.inbox,
-                    rt.outbox,
-                    rt.connection,
-                    topo,
-                    subscriptions,
-                    rt.deps,
-                    prefetch=settings.consumer_prefetch,
+                consumer = InboxConsumer(
+                    service, db, connection, topo, subscriptions, deps, prefetch=settings.consumer_prefetch
                 )
-                await rt.consumer.start()
+                app.state.consumer = consumer
+                await consumer.start()
             log.info("service.started", host=settings.host, port=settings.port)
             yield
         finally:
             # Also runs when start-up failed half-way: close whatever was opened.
-            if rt.consumer:
-                await rt.consumer.stop()
-            if rt.relay:
-                rt.relay.stop()
-            for task in rt.tasks:
-                if task.get_name().endswith("-outbox-relay"):
+            if consumer:
+                await consumer.stop()
+            if relay:
+                relay.stop()
+            for task in tasks:
+                if relay is not None and task.get_name().endswith("-outbox-relay"):
                     with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                         await asyncio.wait_for(task, timeout=5)
                 else:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
-            closer = getattr(rt.deps, "aclose", None)
+            closer = getattr(deps, "aclose", None)
             if closer:
                 await closer()
-            if rt.connection is not None:
-                await rt.connection.close()
-            await engine.dispose()
+            if connection is not None:
+                await connection.close()
+            await db.close()
             log.info("service.stopped")
 
     app = FastAPI(title=title or f"Siyu {service}", description=description, lifespan=lifespan)
+    app.state.settings = settings
     app.add_middleware(RequestContextMiddleware, service=service)
 
     @app.exception_handler(SiyuError)
@@ -265,15 +243,17 @@ def create_service_app(
 
     @app.get("/ready", include_in_schema=False)
     async def ready(request: Request) -> Response:
-        rt = runtime_of(request)
         reasons: dict[str, str] = {}
         try:
-            async with rt.engine.connect() as conn:
-                await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
+            await request.app.state.deps.db.ping()
         except Exception as exc:
             reasons["database"] = f"unreachable: {exc.__class__.__name__}"
-        if rt.connection is None or rt.connection.is_closed:
+        connection = getattr(request.app.state, "connection", None)
+        if connection is None or connection.is_closed:
             reasons["broker"] = "not connected"
+        consumer = getattr(request.app.state, "consumer", None)
+        if consumer is not None and consumer.status:
+            reasons["consumer"] = consumer.status
         if reasons:
             return JSONResponse({"status": "unavailable", "reasons": reasons}, status_code=503)
         return JSONResponse({"status": "ready", "service": service})

@@ -14,6 +14,9 @@ class SiyuError(Exception):
     status: ClassVar[int] = 500
     type_slug: ClassVar[str] = "internal-error"
     title: ClassVar[str] = "Internal error"
+    # A dependency was away (not the work's fault): a consumer holds the event and tries again
+    # without spending its retry budget (``shared.db.is_transient``).
+    transient: ClassVar[bool] = False
 
     def __init__(self, detail: str = "", *, headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -94,6 +97,7 @@ class ServiceUnavailable(SiyuError):
     status = 503
     type_slug = "unavailable"
     title = "Service unavailable"
+    transient = True
 
 
 class ConfigurationError(SiyuError):

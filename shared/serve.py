@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 import uvicorn
 from fastapi import FastAPI
@@ -12,7 +13,10 @@ from shared.errors import ConfigurationError
 from shared.settings import ServiceSettings, load_settings
 
 
-def serve(settings_cls: type[ServiceSettings], create_app: Callable[[ServiceSettings], FastAPI]) -> None:
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def serve(settings_cls: type[S], create_app: Callable[[S], FastAPI]) -> None:
     settings = load_settings(settings_cls)
     try:
         app = create_app(settings)

@@ -37,6 +37,9 @@ class SiyuSettings(BaseSettings):
     internal_token: str | None = Field(default=None, min_length=16)
     session_secret: str | None = Field(default=None, min_length=32)
     log_level: str = "INFO"
+    # Run each service's outbox relay inside the service (tests, a one-process deployment) instead
+    # of in the relay process (`python -m services.relay`, which make run and compose start).
+    relay_in_process: bool = False
 
     @model_validator(mode="after")
     def _secrets_outside_dev(self) -> SiyuSettings:
@@ -87,8 +90,15 @@ class ServiceSettings(SiyuSettings):
         return f"siyu_{self.service_name}"
 
     @property
-    def sqlalchemy_url(self) -> str:
+    def database_dsn(self) -> str:
+        """The service database as a plain ``postgresql://`` DSN (asyncpg, at run time)."""
         url = self.database_url or f"{self.postgres_dsn.rstrip('/')}/{self.database_name}"
+        return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The same database for SQLAlchemy (Alembic migrations)."""
+        url = self.database_dsn
         for prefix in ("postgresql://", "postgres://"):
             if url.startswith(prefix):
                 return "postgresql+asyncpg://" + url[len(prefix) :]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from services.commerce.models import BUS
+from services.commerce.checkout.endpoints import router as checkout
+from services.commerce.deps import make_deps
 from services.commerce.settings import CommerceSettings
-from services.commerce.shop.endpoints import router as shop
 from shared.app import create_service_app
-from shared.settings import ServiceSettings, load_settings
+from shared.settings import load_settings
 
 
-def create_app(settings: ServiceSettings | None = None) -> FastAPI:
+def create_app(settings: CommerceSettings | None = None) -> FastAPI:
     settings = settings or load_settings(CommerceSettings)
-    return create_service_app(settings, tables=BUS, routers=[shop], description=__doc__ or "")
+    return create_service_app(settings, make_deps=make_deps, routers=[checkout], description=__doc__ or "")

@@ -2,19 +2,16 @@
 
 Sent and unroutable outbox rows are kept a week for inspection (unroutable ones are events no
 service subscribes to yet, which is most push types: the gateway's inbound log keeps those
-pushes anyway); pending rows are never removed. Inbox rows only need to outlive any redelivery
-of their event: a month is far beyond the longest retry (10 min delays, a few attempts, a
-re-drive by hand).
+pushes anyway); pending and parked rows are never removed. Inbox rows only need to outlive any
+redelivery of their event: a month is far beyond the longest retry (10 min delays, a few attempts,
+a re-drive by hand). Both deletes walk an index (``ix_outbox_sent_at``, ``ix_inbox_received_at``).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Table
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from shared.db import delete_in_batches
+from shared.db import Database, delete_in_batches
 from shared.periodic import run_every
 
 OUTBOX_SENT_RETENTION = timedelta(days=7)
@@ -22,24 +19,19 @@ INBOX_RETENTION = timedelta(days=30)
 INTERVAL_SECONDS = 900
 
 
-async def prune_once(
-    sessions: async_sessionmaker[AsyncSession], outbox: Table, inbox: Table, now: datetime | None = None
-) -> tuple[int, int]:
+async def prune_once(db: Database, now: datetime | None = None) -> tuple[int, int]:
     """Delete expired rows in bounded batches (short transactions, no long locks)."""
     now = now or datetime.now(UTC)
     sent = await delete_in_batches(
-        sessions,
-        outbox.name,
-        "status IN ('sent', 'unroutable') AND sent_at < :cutoff",
-        {"cutoff": now - OUTBOX_SENT_RETENTION},
+        db, "outbox", "status IN ('sent', 'unroutable') AND sent_at < $1", now - OUTBOX_SENT_RETENTION
     )
-    seen = await delete_in_batches(sessions, inbox.name, "received_at < :cutoff", {"cutoff": now - INBOX_RETENTION})
+    seen = await delete_in_batches(db, "inbox", "received_at < $1", now - INBOX_RETENTION)
     return sent, seen
 
 
-async def prune_forever(sessions: async_sessionmaker[AsyncSession], outbox: Table, inbox: Table) -> None:
+async def prune_forever(db: Database) -> None:
     async def once() -> dict[str, int]:
-        sent, seen = await prune_once(sessions, outbox, inbox)
+        sent, seen = await prune_once(db)
         return {"outbox_sent": sent, "inbox": seen}
 
     await run_every(INTERVAL_SECONDS, once, "bus.pruned")

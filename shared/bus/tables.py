@@ -1,12 +1,14 @@
 """The outbox and inbox tables every service database carries.
 
 Both are plain Core tables added to a service's metadata so its Alembic migrations create them;
-only the bus code touches them.
+only the bus code touches them. Outbox ``status``: ``pending`` → ``sent`` | ``unroutable`` (no
+service consumes the type) | ``parked`` (failed ``max_attempts`` times; ``siyuctl outbox retry``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -42,6 +44,8 @@ def outbox_table(metadata: MetaData) -> Table:
         Column("sent_at", DateTime(timezone=True)),
         Column("last_error", Text),
         Index("ix_outbox_pending", "id", postgresql_where=text("status = 'pending'")),
+        # Retention deletes by age among finished rows; pending and parked rows are never pruned.
+        Index("ix_outbox_sent_at", "sent_at", postgresql_where=text("status IN ('sent', 'unroutable')")),
     )
 
 
@@ -54,6 +58,7 @@ def inbox_table(metadata: MetaData) -> Table:
         Column("event_type", String(200), nullable=False),
         Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
         PrimaryKeyConstraint("consumer", "event_id"),
+        Index("ix_inbox_received_at", "received_at"),
     )
 
 
@@ -66,3 +71,16 @@ class BusTables:
 def bus_tables(metadata: MetaData) -> BusTables:
     """Add the outbox and inbox to a service's metadata (its migrations then create them)."""
     return BusTables(outbox=outbox_table(metadata), inbox=inbox_table(metadata))
+
+
+def create_retention_indexes(op: Any) -> None:
+    """Migration step shared by every service: the indexes the bus retention deletes walk."""
+    op.create_index(
+        "ix_outbox_sent_at", "outbox", ["sent_at"], postgresql_where=text("status IN ('sent', 'unroutable')")
+    )
+    op.create_index("ix_inbox_received_at", "inbox", ["received_at"])
+
+
+def drop_retention_indexes(op: Any) -> None:
+    op.drop_index("ix_inbox_received_at", table_name="inbox")
+    op.drop_index("ix_outbox_sent_at", table_name="outbox")

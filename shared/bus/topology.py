@@ -1,10 +1,17 @@
 """RabbitMQ topology: one topic exchange, one quorum queue per consuming service.
 
     siyu.events (topic) ──<event type>──▶ <service>.events (quorum, x-delivery-limit)
-                                              │ handler failed: republish to a delay queue
-                                              ▼
-                     <service>.events.retry.<ms> (TTL) ──expires──▶ back to <service>.events
-    poison / attempts exhausted / delivery limit ──▶ siyu.dlx (direct) ──▶ <service>.events.dlq
+                                              │ handler failed for a reason of its own: republished
+                                              ▼ (confirmed) to the delay queue of its attempt
+                     <service>.events.retry.<ms> (quorum, TTL) ──expires──▶ back to <service>.events
+    poison / attempts exhausted / delivery limit ──▶ siyu.dlx (direct) ──▶ <service>.events.dlq (quorum)
+
+Every queue is a quorum queue, and every queue that dead-letters does so at-least-once
+(``x-dead-letter-strategy: at-least-once`` with ``x-overflow: reject-publish``, RabbitMQ ≥ 3.10):
+a message moving from a delay queue back to its work queue, or from a work queue to its dead-letter
+queue, is only removed from the source once the target confirmed it. A transient failure (the
+database away) never enters this ladder: the consumer holds the message and pauses
+(``shared.bus.consumer``).
 
 Delays are fixed per queue (queue-level TTL, so expiry is in order); the delay is in the name so a
 changed schedule declares new queues instead of clashing with old arguments.
@@ -14,12 +21,34 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
+import aiormq
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from shared.observability import get_logger
+
+log = get_logger(__name__)
 
 DEFAULT_RETRY_DELAYS_MS: tuple[int, ...] = (1_000, 5_000, 30_000, 120_000, 600_000)
 DEFAULT_DELIVERY_LIMIT = 20
+
+_AT_LEAST_ONCE = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+def amqp_message(event_id: Any, event_type: str, body: bytes, headers: dict[str, Any]) -> aio_pika.Message:
+    """An event as it goes on the wire (contracts.md, "Events on the wire")."""
+    return aio_pika.Message(
+        body=body,
+        message_id=str(event_id),
+        type=event_type,
+        content_type="application/json",
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        headers=headers,
+        timestamp=datetime.now(UTC),
+    )
 
 
 @dataclass(frozen=True)
@@ -48,6 +77,11 @@ class Topology:
         delay = delays[min(attempt, len(delays)) - 1]
         return f"{self.queue(consumer)}.retry.{delay}ms", delay
 
+    def queues(self, consumer: str) -> list[str]:
+        """Every queue a consumer owns: work queue, delay queues, dead-letter queue."""
+        names = [self.queue(consumer), self.dlq(consumer)]
+        return names + [self.retry_queue(consumer, a)[0] for a in range(1, len(self.retry_delays_ms) + 1)]
+
     @property
     def max_attempts(self) -> int:
         """Handler runs before a message is dead-lettered: the first one plus one per delay."""
@@ -63,35 +97,33 @@ class Topology:
         """Declare a consumer's queue, its bindings, retry queues and dead-letter queue."""
         exchange = await self.declare_exchanges(channel)
         name = self.queue(consumer)
-        # A classic queue: operators peek at dead letters (get, then requeue), and a quorum queue
-        # would count every peek as a delivery and, from RabbitMQ 4, drop a letter after 20 peeks.
-        dlq = await channel.declare_queue(self.dlq(consumer), durable=True, arguments={"x-queue-type": "classic"})
+        # No delivery limit on the dead-letter queue: operators peek at it (get, then requeue), and
+        # a limit would drop a letter after that many peeks.
+        dlq = await _declare_quorum(channel, self.dlq(consumer), {})
         await dlq.bind(self.dead_letter_exchange, routing_key=name)
-        queue = await channel.declare_queue(
+        queue = await _declare_quorum(
+            channel,
             name,
-            durable=True,
-            arguments={
-                "x-queue-type": "quorum",
+            {
                 # Poison that kills the consumer (not a handler error) is redelivered at most this often.
                 "x-delivery-limit": self.delivery_limit,
                 "x-dead-letter-exchange": self.dead_letter_exchange,
                 "x-dead-letter-routing-key": name,
-                # Quorum queues dead-letter at-most-once unless asked; this needs reject-publish.
-                "x-dead-letter-strategy": "at-least-once",
-                "x-overflow": "reject-publish",
+                **_AT_LEAST_ONCE,
             },
         )
         for event_type in sorted(set(event_types)):
             await queue.bind(exchange, routing_key=event_type)
         for attempt in range(1, len(self.retry_delays_ms) + 1):
             retry_name, delay = self.retry_queue(consumer, attempt)
-            await channel.declare_queue(
+            await _declare_quorum(
+                channel,
                 retry_name,
-                durable=True,
-                arguments={
+                {
                     "x-message-ttl": delay,
                     "x-dead-letter-exchange": "",
                     "x-dead-letter-routing-key": name,
+                    **_AT_LEAST_ONCE,
                 },
             )
         return queue
@@ -99,9 +131,32 @@ class Topology:
     async def delete_all(self, channel: AbstractChannel, consumers: Iterable[str]) -> None:
         """Remove a namespace's queues and exchanges (tests clean up their own namespace)."""
         for consumer in consumers:
-            names = [self.queue(consumer), self.dlq(consumer)]
-            names += [self.retry_queue(consumer, a)[0] for a in range(1, len(self.retry_delays_ms) + 1)]
-            for n in names:
+            for n in self.queues(consumer):
                 await channel.queue_delete(n)
         await channel.exchange_delete(self.exchange)
         await channel.exchange_delete(self.dead_letter_exchange)
+
+
+async def _declare_quorum(channel: AbstractChannel, name: str, arguments: dict[str, Any]) -> AbstractQueue:
+    """Declare a durable quorum queue; replace an EMPTY queue declared with other arguments.
+
+    Earlier releases declared the delay and dead-letter queues as classic queues. An empty one is
+    replaced in place; one holding messages is left alone with an error that says what to do, since
+    deleting it would lose them.
+    """
+    args = {"x-queue-type": "quorum", **arguments}
+    try:
+        return await channel.declare_queue(name, durable=True, arguments=args)
+    except aiormq.exceptions.ChannelPreconditionFailed:
+        pass
+    await channel.reopen()  # the broker closed the channel over the failed declare
+    existing = await channel.declare_queue(name, passive=True)
+    count = existing.declaration_result.message_count or 0
+    if count:
+        raise RuntimeError(
+            f"queue {name} exists with other arguments and holds {count} message(s); drain it "
+            f"(siyuctl dlq redrive, or wait for its delays) and delete it, then declare the topology again"
+        )
+    await channel.queue_delete(name, if_empty=True)
+    log.warning("topology.queue_replaced", queue=name, reason="arguments changed and it was empty")
+    return await channel.declare_queue(name, durable=True, arguments=args)

@@ -73,6 +73,7 @@ class SystemBusy(WeChatAPIError, errcodes=(-1,)):
     type_slug = "wechat-system-busy"
     title = "WeChat is busy"
     retryable = True
+    transient = True
 
 
 class MinuteQuotaExceeded(WeChatAPIError, errcodes=(45011,)):
@@ -227,6 +228,7 @@ class ShopSystemError(WeChatAPIError, errcodes=(10100001,)):
     type_slug = "wechat-shop-system-error"
     title = "WeChat Shop system error"
     retryable = True
+    transient = True
 
 
 class ShopInvalidArgument(WeChatAPIError, errcodes=(10100002,)):

@@ -1,1 +1,0 @@
-"""WeChat Shop: callbacks commerce answers synchronously (membership benefits at checkout)."""
