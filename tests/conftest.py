@@ -25,6 +25,8 @@ os.environ.update(
         "SIYU_AMQP_NAMESPACE": NAMESPACE,
         "SIYU_WECHAT_APPS_FILE": str(ROOT / "deploy" / "dev" / "wechat-apps.yaml"),
         "SIYU_LOG_LEVEL": "WARNING",
+        # In-process apps relay their own outbox; the e2e stack runs the relay process instead.
+        "SIYU_RELAY_IN_PROCESS": "true",
     }
 )
 for _svc in SERVICES:

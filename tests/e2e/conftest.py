@@ -23,7 +23,7 @@ from tests.conftest import NAMESPACE, delete_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E_NAMESPACE = f"{NAMESPACE}e2e."
-PORTS = {"gateway": 18000, "identity": 18001, "commerce": 18002, "notify": 18003, "sandbox": 18090}
+PORTS = {"gateway": 18000, "identity": 18001, "commerce": 18002, "notify": 18003, "relay": 18004, "sandbox": 18090}
 
 
 @dataclass
@@ -67,13 +67,15 @@ def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
             # Its own broker namespace: the integration tests' in-process consumers never share
             # queues with these processes.
             "SIYU_AMQP_NAMESPACE": E2E_NAMESPACE,
+            "SIYU_RELAY_IN_PROCESS": "false",
+            "RELAY_PORT": str(PORTS["relay"]),
         }
     )
     for service in ("gateway", "identity", "commerce", "notify"):
         env[f"{service.upper()}_PORT"] = str(PORTS[service])
     for service in ("identity", "commerce", "notify"):
         env[f"GATEWAY_{service.upper()}_URL"] = f"http://127.0.0.1:{PORTS[service]}"
-    modules = {"sandbox": "tools.wechat_sandbox"} | {
+    modules = {"sandbox": "tools.wechat_sandbox", "relay": "services.relay"} | {
         s: f"services.{s}" for s in ("gateway", "identity", "commerce", "notify")
     }
     # As `make run` does: the topology exists before any relay publishes.
