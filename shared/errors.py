@@ -105,3 +105,48 @@ class ConfigurationError(SiyuError):
 
     type_slug = "configuration-error"
     title = "Configuration error"
+
+
+# --- problems more than one service (and the mini-program) know by their type -----------------------
+# Identity raises them; the gateway maps identity's answers onto the same classes, so a problem type
+# is defined once.
+
+
+class InvalidWeChatCode(Unauthorized):
+    type_slug = "invalid-code"
+    title = "Invalid, expired or used WeChat code"
+
+
+class InvalidPhoneCode(Unauthorized):
+    type_slug = "invalid-phone-code"
+    title = "Invalid, expired or used phone number code"
+
+
+class LoginBlocked(Forbidden):
+    type_slug = "login-blocked"
+    title = "WeChat blocked this login"
+
+
+class PhoneTaken(Conflict):
+    type_slug = "phone-taken"
+    title = "Phone number bound to another member"
+
+
+class MemberNotFound(NotFound):
+    type_slug = "member-not-found"
+    title = "Member not found"
+
+
+class UnknownApp(Unprocessable):
+    type_slug = "unknown-app"
+    title = "Not one of the brand's apps of that kind"
+
+
+class WeChatBusy(ServiceUnavailable):
+    type_slug = "wechat-busy"
+    title = "WeChat is busy; retry later"
+
+
+class DependencyUnavailable(ServiceUnavailable):
+    type_slug = "dependency-unavailable"
+    title = "Temporarily unavailable"
