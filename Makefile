@@ -8,7 +8,8 @@ PY := $(UV) run --frozen python
 .PHONY: help setup run test test-unit test-integration test-e2e lint contracts bench check clean
 
 help:
-	@echo "make run        set up and run the four services and the WeChat sandbox (Ctrl-C stops all)"
+	@echo "make run        set up and run the four services, the relay and the WeChat sandbox (Ctrl-C stops all)"
+	@echo "                REPLICAS=2 adds a second process of each service on port + 10"
 	@echo "make test       run every test against the real PostgreSQL and RabbitMQ"
 	@echo "make lint       ruff and mypy"
 	@echo "make contracts  export every event's JSON Schema to contracts/"
@@ -22,8 +23,10 @@ setup:
 check: setup
 	@$(PY) -m tools.siyuctl check
 
+REPLICAS ?= 1
+
 run: setup
-	@$(PY) -m tools.run
+	@REPLICAS=$(REPLICAS) $(PY) -m tools.run
 
 test: setup check
 	@$(PY) -m pytest -q

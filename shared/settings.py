@@ -19,6 +19,7 @@ from shared.wechat.apps import WeChatApps, load_apps
 # Sample development credentials: only accepted when SIYU_ENV is dev or test.
 DEV_INTERNAL_TOKEN = "dev-internal-token-not-secret"
 DEV_SESSION_SECRET = "dev-session-secret-not-secret-0123456789"
+DEV_ADMIN_TOKEN = "dev-admin-token-not-secret"
 
 
 class SiyuSettings(BaseSettings):
@@ -36,6 +37,8 @@ class SiyuSettings(BaseSettings):
     gateway_url: str = "http://127.0.0.1:8000"
     internal_token: str | None = Field(default=None, min_length=16)
     session_secret: str | None = Field(default=None, min_length=32)
+    # Bearer token of the operator API (/admin/v1); make run generates and prints a dev one.
+    admin_token: str | None = Field(default=None, min_length=16)
     log_level: str = "INFO"
     # Run each service's outbox relay inside the service (tests, a one-process deployment) instead
     # of in the relay process (`python -m services.relay`, which make run and compose start).
@@ -44,7 +47,7 @@ class SiyuSettings(BaseSettings):
     @model_validator(mode="after")
     def _secrets_outside_dev(self) -> SiyuSettings:
         if self.env == "prod":
-            for name in ("internal_token", "session_secret"):
+            for name in ("internal_token", "session_secret", "admin_token"):
                 value = getattr(self, name)
                 if not value:
                     raise ValueError(f"SIYU_{name.upper()} is required outside dev/test")
@@ -59,6 +62,10 @@ class SiyuSettings(BaseSettings):
     @property
     def session_secret_value(self) -> str:
         return self.session_secret or DEV_SESSION_SECRET
+
+    @property
+    def admin_token_value(self) -> str:
+        return self.admin_token or DEV_ADMIN_TOKEN
 
     @cached_property
     def wechat_apps(self) -> WeChatApps:

@@ -1,8 +1,10 @@
-"""``make run``: set up, then run the four services and the WeChat sandbox in the foreground.
+"""``make run``: set up, then run the four services, the outbox relay and the WeChat sandbox in the
+foreground.
 
 Behaves like ``docker compose up``: one process that owns its children (each logs JSON lines
-naming its service), waits until every ``/ready`` answers, prints the URLs, and on Ctrl-C (or when any child dies)
-stops them all.
+naming its service), waits until every ``/ready`` answers, prints the URLs, and on Ctrl-C (or when
+any child dies) stops them all. ``REPLICAS=2`` starts a second process of each service on its port
++ 10 (8010-8013) over the same databases and broker.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+import secrets
+
 import httpx
 
 from services.manifests import CONSUMERS, SERVICES
@@ -25,6 +29,8 @@ from shared.settings import SiyuSettings, load_settings, service_settings_class
 ROOT = Path(__file__).resolve().parent.parent
 DEV_APPS_FILE = ROOT / "deploy" / "dev" / "wechat-apps.yaml"
 SANDBOX_PORT = int(os.environ.get("SANDBOX_PORT", "8090"))
+RELAY_PORT = int(os.environ.get("RELAY_PORT", "8004"))
+REPLICA_PORT_OFFSET = 10
 
 
 def _env() -> dict[str, str]:
@@ -32,6 +38,8 @@ def _env() -> dict[str, str]:
     env.setdefault("SIYU_WECHAT_APPS_FILE", str(DEV_APPS_FILE))
     env.setdefault("SIYU_WECHAT_API_BASE", f"http://127.0.0.1:{SANDBOX_PORT}")
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The operator API's bearer token: the one given, else a fresh development token printed at start.
+    env.setdefault("SIYU_ADMIN_TOKEN", f"dev-admin-{secrets.token_urlsafe(18)}")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
@@ -55,6 +63,13 @@ def start(name: str, module: str, env: dict[str, str]) -> subprocess.Popen[bytes
     return subprocess.Popen(  # noqa: S603
         [sys.executable, "-m", module], env=env, cwd=ROOT, start_new_session=True
     )
+
+
+def replicas() -> int:
+    raw = os.environ.get("REPLICAS", "1") or "1"
+    if not raw.isdigit() or not 1 <= int(raw) <= 2:
+        raise SystemExit(f"siyu: REPLICAS must be 1 or 2 (got {raw!r})")
+    return int(raw)
 
 
 def wait_ready(urls: dict[str, str], procs: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> None:
@@ -101,16 +116,27 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
+        count = replicas()
         procs["sandbox"] = start("sandbox", "tools.wechat_sandbox", env)
-        for service in SERVICES:
-            procs[service] = start(service, f"services.{service}", env)
-        urls = {s: f"http://127.0.0.1:{load_settings(service_settings_class(s, p)).port}" for s, p in SERVICES.items()}
+        urls: dict[str, str] = {}
+        for service, default_port in SERVICES.items():
+            port = load_settings(service_settings_class(service, default_port)).port
+            for replica in range(count):
+                name = service if replica == 0 else f"{service}-{replica + 1}"
+                replica_env = dict(env)
+                replica_env[f"{service.upper()}_PORT"] = str(port + replica * REPLICA_PORT_OFFSET)
+                procs[name] = start(name, f"services.{service}", replica_env)
+                urls[name] = f"http://127.0.0.1:{port + replica * REPLICA_PORT_OFFSET}"
+        procs["relay"] = start("relay", "services.relay", env)
+        urls["relay"] = f"http://127.0.0.1:{RELAY_PORT}"
         urls["sandbox"] = f"http://127.0.0.1:{SANDBOX_PORT}"
         wait_ready({n: u + ("/ready" if n != "sandbox" else "/docs") for n, u in urls.items()}, procs)
         print("\nSiyu is running (Ctrl-C stops everything):", flush=True)
         for name, url in urls.items():
-            print(f"  {name:<9} {url}   docs: {url}/docs", flush=True)
-        print(f"  apps file {env['SIYU_WECHAT_APPS_FILE']}\n", flush=True)
+            docs = "" if name == "relay" else f"   docs: {url}/docs"
+            print(f"  {name:<11} {url}{docs}", flush=True)
+        print(f"  apps file   {env['SIYU_WECHAT_APPS_FILE']}", flush=True)
+        print(f"  operator    Authorization: Bearer {env['SIYU_ADMIN_TOKEN']}   (SIYU_ADMIN_TOKEN)\n", flush=True)
         while not stopping:
             for name, p in procs.items():
                 if p.poll() is not None:
