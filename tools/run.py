@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-import secrets
 
 import httpx
 
