@@ -7,15 +7,19 @@ opened with wechatpy, the independent oracle for signatures and encryption.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import respx
+from wechatpy.crypto import WeChatCrypto
 
+from shared.wechat import codec
 from shared.wechat.apps import AppKind, load_apps
-from tests.integration.test_sandbox import GATEWAY, MP, OA, SHOP, T0, FakeClock, callbacks, open_push
+from shared.wechat.push import SubscribeMsgEvent, TemplateSendJobFinishEvent, parse_push
+from tests.integration.test_sandbox import GATEWAY, MP, OA, SHOP, T0, FakeClock, callbacks, open_push, query
 from tests.integration.test_sandbox_identity import MP_XML, Harness, gateway, oid, sb
 from tests.integration.test_sandbox_messaging import decrypt_json
 from tools.wechat_sandbox import create_app
@@ -700,3 +704,59 @@ async def test_a_popup_answers_what_the_gateway_said(sb: Harness, gateway: respx
     retried = await sb.post(f"/sandbox/users/{user['user_id']}/subscribe-popup", body, retry=1)
     assert (retried["status"], retried["attempts"]) == (200, 3)
     assert len({c.request.content for c in route.calls[-3:]}) == 1  # WeChat re-sends the identical bytes
+
+
+def gateway_view(request: httpx.Request, app: dict[str, str]) -> Any:
+    """A push as the gateway reads it: decrypted (wechatpy), decoded by shared.wechat.codec, parsed by
+    shared.wechat.push."""
+    q = query(request)
+    crypto = WeChatCrypto(app["token"], app["encoding_aes_key"], app["appid"])
+    if app.get("push_format") == "json":
+        envelope = json.loads(request.content)
+        xml_envelope = f"<xml><Encrypt><![CDATA[{envelope['Encrypt']}]]></Encrypt></xml>"
+        plaintext = crypto.decrypt_message(xml_envelope, q["msg_signature"], q["timestamp"], q["nonce"])
+        payload = codec.parse_json(plaintext.encode())
+    else:
+        plaintext = crypto.decrypt_message(request.content, q["msg_signature"], q["timestamp"], q["nonce"])
+        payload = codec.parse_xml(plaintext.encode())
+    kind = AppKind.MINI_PROGRAM if app["kind"] == "mini_program" else AppKind.OFFICIAL_ACCOUNT
+    return parse_push(payload, kind)
+
+
+async def test_the_gateway_parser_reads_every_messaging_push(sb: Harness, gateway: respx.MockRouter) -> None:
+    user = await sb.follower()
+    for app in (OA, MP, MP_XML):
+        kind = "subscribe_long" if app is OA else "subscribe_once"
+        name = "points_earned" if app is OA else "refund"
+        tid = (await template(sb, app, name, kind))["template_id"]
+        other = (await template(sb, app, "activity", "subscribe_once"))["template_id"]
+        await popup(sb, user, app, {tid: "accept", other: "reject"})
+        path = BIZSEND if app is OA else SUBSCRIBE_SEND
+        sent = await sb.wx(path, {"touser": oid(user, app), "template_id": tid, "data": data(name)}, app)
+        await sb.control(user, "subscribe-change", {"appid": app["appid"], "template_ids": [tid, other]})
+        calls = [c.request for c in gateway.calls if c.request.url.path.endswith(app["appid"])]
+        popup_push, sent_push, change_push = (gateway_view(r, app) for r in calls[-3:])
+        assert isinstance(popup_push, SubscribeMsgEvent) and popup_push.event_type.endswith("popup_event")
+        assert [(i.template_id, i.subscribe_status, i.popup_scene) for i in popup_push.items] == [
+            (tid, "accept", "1" if app is OA else "0"),
+            (other, "reject", "1" if app is OA else "0"),
+        ]
+        assert isinstance(sent_push, SubscribeMsgEvent)
+        (sent_item,) = sent_push.items
+        assert (sent_item.template_id, sent_item.msg_id, sent_item.error_code, sent_item.error_status) == (
+            tid,
+            str(sent["msgid"]),
+            "0",
+            "success",
+        )
+        assert isinstance(change_push, SubscribeMsgEvent)
+        assert [(i.template_id, i.subscribe_status) for i in change_push.items] == [(tid, "reject"), (other, "reject")]
+    paid = await template(sb, OA, "order_paid")
+    sent = await sb.wx(TEMPLATE_SEND, {"touser": oid(user), "template_id": paid["template_id"], "data": data("order_paid")})
+    finish = gateway_view(gateway.calls[-1].request, OA)
+    assert isinstance(finish, TemplateSendJobFinishEvent)
+    assert (finish.event_type, finish.msg_id, finish.status) == (
+        "wechat.oa.templatesendjobfinish",
+        str(sent["msgid"]),
+        "success",
+    )
