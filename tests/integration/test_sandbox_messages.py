@@ -414,6 +414,36 @@ async def test_a_user_who_blocks_template_messages_gets_nothing(sb: Harness, gat
     assert r.status_code == 400
 
 
+@pytest.mark.parametrize(("path", "app"), [(TEMPLATE_SEND, OA), (SUBSCRIBE_SEND, MP), (BIZSEND, OA)])
+async def test_sends_refuse_hostile_input(sb: Harness, gateway: respx.MockRouter, path: str, app: dict[str, str]) -> None:
+    user = await sb.follower()
+    kind = ("template",) if path == TEMPLATE_SEND else ("subscribe_once",)
+    tid = (await template(sb, app, "order_paid", *kind))["template_id"]
+    if path != TEMPLATE_SEND:
+        await popup(sb, user, app, {tid: "accept"})
+    ok = {"touser": oid(user, app), "template_id": tid, "data": data("order_paid")}
+    token = await sb.token(app)
+    for raw in (b"[" * 100_000 + b"]" * 100_000, b'{"data":' * 50_000 + b"1" + b"}" * 50_000, b"\xff\xfe{}"):
+        r = await sb.http.post(path, params={"access_token": token}, content=raw)
+        assert (r.status_code, r.json()["errcode"]) == (200, 47001)
+    for body, errcode in [
+        ({**ok, "data": data("order_paid", thing3="测" * 1_000_000)}, 47003),
+        ({**ok, "data": data("order_paid", thing3=["a"])}, 47003),
+        ({**ok, "data": data("order_paid", thing3={"value": "nested"})}, 47003),
+        ({**ok, "data": data("order_paid", thing3="\u202e\u0000bad")}, 47003),
+        ({**ok, "template_id": ["x"]}, 40037),
+        ({**ok, "touser": {"$ne": ""}}, 40003),
+    ]:
+        assert (await sb.post(path, body, access_token=token))["errcode"] == errcode
+    assert (await sb.post(path, ok))["errcode"] == 41001  # no token
+    assert (await sb.post(path, ok, access_token="forged"))["errcode"] == 40001
+    assert await inbox(sb, user) == []
+    # Thousands of keys the template does not have are ignored, not stored.
+    noisy = {**ok, "data": data("order_paid") | {f"thing{n}": {"value": "x"} for n in range(10, 5_000)}}
+    assert (await sb.post(path, noisy, access_token=token))["errcode"] == 0
+    assert set((await inbox(sb, user))[0]["data"]) == {"character_string1", "amount2", "thing3", "time4"}
+
+
 # -- mini-program subscribe messages ----------------------------------------------------------------
 
 
