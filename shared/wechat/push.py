@@ -180,13 +180,14 @@ class Push(_Model):
         Messages keep WeChat's advice, ``MsgId`` (with the user and time: WxJava #333 saw one MsgId
         on voice messages of 15 users). No event has an id that names exactly one push: the
         documented ``FromUserName + CreateTime`` (plus Event/EventKey, as WxJava adds) collapses two
-        after-sale changes, two order statuses or two item versions in one second, and shop events
-        name objects, not pushes. So an event's key is readable parts — who or what, when, which
-        event — plus the digest of its payload, and two pushes differing in any field never share it.
+        after-sale changes, two order statuses or two item versions in one second; shop events name
+        objects and a job-finish event's MsgID names the job, not the push. So an event's key is
+        readable parts (who or what, when, which event) plus the digest of its payload, and two
+        pushes differing in any field never share it.
         Two clicks of one menu item by one user within the same second are byte-identical pushes
         (CreateTime has second resolution, nothing else differs) and cannot be told from a
         re-delivery; they count once, which is also what WeChat's own dedup advice does.
-        Keys are ~80-170 characters; the gateway hashes any longer than its column allows.
+        Keys stay under ~150 characters for WeChat's ids and names; the gateway hashes longer ones.
         """
         if self.msg_id and not self.is_event:
             return f"msg:{self.from_user_name}:{self.create_time}:{self.msg_id}"
