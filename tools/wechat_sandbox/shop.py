@@ -65,6 +65,17 @@ def _merge(base: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]
     return out
 
 
+def shop_envelope(state: SandboxState, shop: WeChatApp, from_user: str, event: str) -> dict[str, Any]:
+    """The fields every shop push starts with (research/shop.md §1.6)."""
+    return {
+        "ToUserName": shop.original_id or shop.appid,
+        "FromUserName": from_user,
+        "CreateTime": int(state.now()),
+        "MsgType": "event",
+        "Event": event,
+    }
+
+
 def default_shop_body(state: SandboxState, event: str) -> dict[str, Any]:
     """The event-specific part of a shop push (research/shop.md §1.6 table); ``{}`` for other events."""
     now = int(state.now())
@@ -102,13 +113,7 @@ async def shop_push(state: StateDep, pusher: PusherDep, body: ShopPush) -> list[
         from_user = _user(state, body.user_id).openids[shop.appid]
     else:
         from_user = state.ids.shop_system_openid(shop.appid)
-    envelope = {
-        "ToUserName": shop.original_id or shop.appid,
-        "FromUserName": from_user,
-        "CreateTime": int(state.now()),
-        "MsgType": "event",
-        "Event": body.event,
-    }
+    envelope = shop_envelope(state, shop, from_user, body.event)
     payload = _merge(envelope | default_shop_body(state, body.event), body.payload)
     try:
         prepared = pusher.prepare(shop, payload)
