@@ -204,7 +204,7 @@ async def order_action(
     body = body or OrderAction()
     app, book, order = _order(state, order_id)
     if body.items is not None and action != "ship":
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "items go with ship only")
+        raise HTTPException(422, "items go with ship only")
     try:
         if action == "pay":
             events = book.pay(order)
