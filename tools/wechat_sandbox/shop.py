@@ -8,6 +8,9 @@ mini-program member callbacks that must be answered synchronously.
   **mini-program's** push URL — ToUserName the mini-program's UserName, FromUserName the user's
   mini-program openid (official channels_ec_vip_user_info_get doc) — and the answer is read from the
   HTTP response.
+
+These are raw pushes: they change no state. The shop's catalog, orders, gifts and after-sales live in
+``shop_state.py``, are played through ``shop_control.py`` and read back through ``shop_api.py``.
 """
 
 from __future__ import annotations
