@@ -19,5 +19,5 @@ class NotifyAnswer(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    reply: NotifyReply | None = None
+    reply: NotifyReply | None  # required: an answer without it is not notify's
     defer: bool = False
