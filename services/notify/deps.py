@@ -22,7 +22,7 @@ class NotifyDeps:
     settings: NotifySettings
     db: Database
     wechat: WeChatClient
-    rules: ReplyRuleSet
+    reply_rules: ReplyRuleSet
     commerce: httpx.AsyncClient
     points: PointsLookup
 
@@ -44,7 +44,7 @@ async def make_deps(rt: Runtime[NotifySettings]) -> NotifyDeps:
         settings=settings,
         db=rt.db,
         wechat=WeChatClient.create(settings.wechat_api_base, settings.wechat_apps),
-        rules=load_rules(settings.reply_rules_file),
+        reply_rules=load_rules(settings.reply_rules_file),
         commerce=commerce,
         points=PointsLookup(commerce, timeout=settings.commerce_timeout_seconds),
     )

@@ -14,4 +14,4 @@ router = APIRouter(prefix="/internal", dependencies=[InternalOnly], tags=["inter
 
 @router.post("/replies", response_model=ReplyAnswer)
 async def passive_reply(body: ReplyRequest, deps: Deps) -> ReplyAnswer:
-    return await ReplyService(deps.rules, deps.points).answer(body.appid, body.openid, body.ask())
+    return await ReplyService(deps.reply_rules, deps.points).answer(body.appid, body.openid, body.ask())

@@ -22,7 +22,7 @@ def _ask(event: ReplyDeferred) -> ReplyAsk:
 
 
 async def _content(event: ReplyDeferred, deps: NotifyDeps) -> str | None:
-    return await ReplyService(deps.rules, deps.points).deferred_content(event.appid, event.openid, _ask(event))
+    return await ReplyService(deps.reply_rules, deps.points).deferred_content(event.appid, event.openid, _ask(event))
 
 
 async def _record(event: ReplyDeferred, ctx: EventContext[NotifyDeps]) -> None:

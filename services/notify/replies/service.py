@@ -141,7 +141,7 @@ async def reply_rules_publisher(deps: NotifyDeps) -> None:
     while True:
         try:
             async with deps.db.unit_of_work() as uow:
-                await publish_rules(uow, deps.rules)
+                await publish_rules(uow, deps.reply_rules)
             return
         except Exception as exc:
             log.warning("replies.publish_failed", error=repr(exc))
