@@ -23,9 +23,10 @@ class GatewaySettings(_Base):  # type: ignore[valid-type,misc]
     reply_rules_refresh_seconds: float = Field(
         default=2.0, validation_alias="GATEWAY_REPLY_RULES_REFRESH_SECONDS", gt=0, le=300
     )
-    # Group commit of pushes: a push waits at most this long for others to share its statement
-    # (0 stores each push with its own statement).
-    push_batch_window_ms: float = Field(default=0.0, validation_alias="GATEWAY_PUSH_BATCH_WINDOW_MS", ge=0, le=10)
+    # Group commit of pushes: a push waits at most this long for others to share its statement and
+    # its commit (0 stores each push with its own). It costs a lone push this much latency and saves
+    # the gateway ~15 % and PostgreSQL ~60 % of their CPU per push under load (bench/README.md).
+    push_batch_window_ms: float = Field(default=1.5, validation_alias="GATEWAY_PUSH_BATCH_WINDOW_MS", ge=0, le=10)
 
     # Where the services behind the mini-program API listen (internal HTTP).
     identity_url: str = Field(default="http://127.0.0.1:8001", validation_alias="GATEWAY_IDENTITY_URL")

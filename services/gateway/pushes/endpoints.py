@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import Counter
 
-from services.gateway.deps import Deps, read_capped
+from services.gateway.deps import Deps, GatewayDeps, read_capped
 from services.gateway.pushes.schemas import PushQuery
 from services.gateway.pushes.service import PushService, check_window, decode_push
 from services.gateway.replies.service import ReplyService, render_reply
@@ -41,8 +41,15 @@ async def handshake(appid: str, request: Request, deps: Deps) -> Response:
     return PlainTextResponse(request.query_params.get("echostr", ""))
 
 
-@router.post("/{appid}")
-async def receive(appid: str, request: Request, deps: Deps) -> Response:
+@router.post(
+    "/{appid}",
+    summary="A push from WeChat",
+    responses={200: {"description": "`success`, a passive reply (XML) or a shop callback's answer (JSON)"}},
+)
+async def receive(request: Request) -> Response:
+    """The push path's hot route: it takes only the request (no dependencies to resolve per push)."""
+    appid: str = request.path_params["appid"]
+    deps: GatewayDeps = request.app.state.deps
     settings = deps.settings
     app = deps.app(appid)
     kind = app.kind.event_prefix

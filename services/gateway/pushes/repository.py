@@ -28,7 +28,7 @@ PUSH_ID_BLOCK = 1000
 # same body is WeChat retrying, another body is a forgery and stores nothing. The inbound log's
 # unique de-dup key makes a retried push (new signature, same content) a no-op, and only a push
 # that was inserted gets its outbox row. pg_notify wakes the relay once the statement commits.
-_STORE = f"""
+STORE_PUSHES = f"""
 WITH input AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
@@ -78,7 +78,7 @@ class PushRepository:
         with_events = [r for r in records if r.event is not None]
         event_ids, types, bodies, headers = Outbox.columns([r.event for r in with_events if r.event])
         rows = await self.conn.fetch(
-            _STORE,
+            STORE_PUSHES,
             [r.appid for r in records],
             [r.nonce for r in records],
             [r.timestamp for r in records],
