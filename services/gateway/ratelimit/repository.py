@@ -14,7 +14,7 @@ from shared.db import Database, delete_in_batches
 # and so locked, in key order: two requests sharing buckets can never deadlock. ``sweep_at`` moves
 # only when it is within SWEEP_REFRESH of now, so nearly every check leaves every indexed column
 # alone and stays a HOT update.
-_CHECK = """
+CHECK_BUCKETS = """
 INSERT INTO rate_limits AS r (key, tat, allowed, period_s, sweep_at)
 SELECT b.key, now() + make_interval(secs => b.t), true, b.p, now() + interval '1 hour'
 FROM unnest($1::text[], $2::float8[], $3::float8[]) AS b(key, t, p)
@@ -40,7 +40,7 @@ class RateLimitRepository:
         self, keys: Sequence[str], intervals: Sequence[float], periods: Sequence[float]
     ) -> dict[str, tuple[bool, float]]:
         """Count a request in each bucket: per key, (allowed, seconds its tat is ahead of now)."""
-        rows = await self.conn.fetch(_CHECK, keys, intervals, periods)
+        rows = await self.conn.fetch(CHECK_BUCKETS, keys, intervals, periods)
         return {row["key"]: (row["allowed"], row["ahead"]) for row in rows}
 
 
