@@ -9,8 +9,12 @@ access log, ``log_config=None``, the same server keep-alive), with no middleware
   outbox row, relay wake-up) with plain asyncpg on ``BARE_DATABASE_URL`` (a database migrated like
   the gateway's), keyed by the request's nonce and body digest; no signature check, decryption or
   parsing. The difference to the gateway is what the gateway does besides its database work.
-- ``GET /bare-me`` reads the bearer and does one indexed SELECT for it on ``BARE_ME_DATABASE_URL``
-  (``BARE_ME_SQL``), answering the row as JSON: the floor of a ``/me`` that needs one read.
+- ``GET /bare-me`` reads the bearer (a member id) and does one indexed SELECT for it on
+  ``BARE_ME_DATABASE_URL`` (``MEMBER_SQL``), answering the row as JSON: the floor of a ``/me`` that
+  needs one read.
+- ``GET /internal/members/{member_id}``: the same read answered as identity's member view, so the
+  gateway's ``/api/v1/me`` can be pointed at it (``GATEWAY_IDENTITY_URL``): what the gateway adds
+  to an upstream that costs one read.
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ EVENT_BODY = orjson.dumps(
         },
     }
 )
+MEMBER_SQL = "SELECT id, unionid_known, phone_masked FROM bench_members WHERE id = $1::uuid"
 HEADERS = {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01", "correlation_id": "0" * 24}
 
 
@@ -135,8 +140,23 @@ def create_app() -> FastAPI:
     async def me(request: Request) -> Response:
         bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
         async with pools["me"].acquire() as conn:
-            row = await conn.fetchrow(os.environ["BARE_ME_SQL"], bearer)
+            row = await conn.fetchrow(MEMBER_SQL, bearer)
         return Response(orjson.dumps(dict(row) if row else {}, default=str), media_type="application/json")
+
+    @app.get("/internal/members/{member_id}")
+    async def member_view(member_id: str) -> Response:
+        async with pools["me"].acquire() as conn:
+            row = await conn.fetchrow(MEMBER_SQL, member_id)
+        if row is None:
+            return Response(b'{"type":"member-not-found"}', status_code=404, media_type="application/problem+json")
+        view = {
+            "member_id": str(row["id"]),
+            "unionid_known": row["unionid_known"],
+            "phone_masked": row["phone_masked"],
+            "identities": [],
+            "follows": [],
+        }
+        return Response(orjson.dumps(view), media_type="application/json")
 
     @app.get("/health")
     async def health() -> dict[str, str]:
