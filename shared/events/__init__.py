@@ -19,6 +19,7 @@ from shared.events.identity import (
     MemberUnmerged,
     PhoneBound,
 )
+from shared.events.notify import ReplyRulesPublished
 from shared.events.wechat import WeChatPushReceived
 
 DOMAIN_EVENTS: tuple[type[EventData], ...] = (
@@ -30,6 +31,7 @@ DOMAIN_EVENTS: tuple[type[EventData], ...] = (
     MemberUnmerged,
     PhoneBound,
     MemberTagsChanged,
+    ReplyRulesPublished,
 )
 
 registry: dict[str, type[EventData]] = {cls.event_type: cls for cls in DOMAIN_EVENTS}
@@ -69,6 +71,7 @@ __all__ = [
     "MemberUnmerged",
     "PhoneBound",
     "ReplyDeferred",
+    "ReplyRulesPublished",
     "WeChatPushReceived",
     "data_model",
     "register",

@@ -75,6 +75,7 @@ def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
         env[f"{service.upper()}_PORT"] = str(PORTS[service])
     for service in ("identity", "commerce", "notify"):
         env[f"GATEWAY_{service.upper()}_URL"] = f"http://127.0.0.1:{PORTS[service]}"
+    env["NOTIFY_COMMERCE_URL"] = f"http://127.0.0.1:{PORTS['commerce']}"
     modules = {"sandbox": "tools.wechat_sandbox", "relay": "services.relay"} | {
         s: f"services.{s}" for s in ("gateway", "identity", "commerce", "notify")
     }
