@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.wechat.apps import WeChatApps
-from tools.wechat_sandbox import api, api_kf, api_oa, control, shop
+from tools.wechat_sandbox import api, api_kf, api_oa, control, shop, shop_api, shop_control
 from tools.wechat_sandbox.push import CallbackPusher
 from tools.wechat_sandbox.state import Clock, SandboxState, WeChatApiError
 
@@ -77,6 +77,8 @@ def create_app(
     app.include_router(api.router)
     app.include_router(api_kf.router)
     app.include_router(api_oa.router)
+    app.include_router(shop_api.router)
     app.include_router(control.router)
     app.include_router(shop.router)
+    app.include_router(shop_control.router)
     return app

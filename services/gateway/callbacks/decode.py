@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.wechat.apps import AppKind, WeChatApp
-from shared.wechat.codec import parse_json, parse_xml
+from shared.wechat.codec import is_json_document, parse_json, parse_xml
 from shared.wechat.crypto import InvalidSignature, MalformedPush, MessageCrypto, verify_signature
 
 
@@ -54,7 +54,7 @@ def is_json(app: WeChatApp, content_type: str, body: bytes) -> bool:
         return True
     if "json" in content_type:
         return True
-    return body.lstrip()[:1] == b"{"
+    return is_json_document(body)
 
 
 def decode_push(app: WeChatApp, query: PushQuery, body: bytes, content_type: str, max_bytes: int) -> DecodedPush:
@@ -73,7 +73,7 @@ def decode_push(app: WeChatApp, query: PushQuery, body: bytes, content_type: str
     crypto = MessageCrypto.for_app(app)
     crypto.check_msg_signature(query.msg_signature, query.timestamp, query.nonce, encrypt)
     decrypted = crypto.decrypt(encrypt)
-    inner_json = json_body and decrypted.plaintext.lstrip()[:1] == b"{"
+    inner_json = json_body and is_json_document(decrypted.plaintext)
     payload = (
         parse_json(decrypted.plaintext, max_bytes=max_bytes)
         if inner_json
