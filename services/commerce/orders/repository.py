@@ -116,7 +116,7 @@ FROM aftersales WHERE order_id = $1 ORDER BY created_at
 
 _SPEND_12M = """
 SELECT coalesce(sum(order_price_fen - refunded_fen), 0)::bigint FROM orders
-WHERE member_id = $1 AND paid_at > $2 AND paid_at <= $3
+WHERE member_id = $1 AND paid_at > $2
 """
 
 _MOVE_ORDERS = "UPDATE orders SET member_id = $2 WHERE member_id = $1"
@@ -215,8 +215,10 @@ class OrderRepository:
     async def aftersales_of(self, order_id: str) -> list[asyncpg.Record]:
         return list(await self.conn.fetch(_AFTERSALES_OF, order_id))
 
-    async def spend_between(self, member_id: str, since: datetime, until: datetime) -> int:
-        return int(await self.conn.fetchval(_SPEND_12M, member_id, since, until))
+    async def spend_since(self, member_id: str, since: datetime) -> int:
+        """Paid spend (price minus refunds) since ``since``; a payment the shop's clock stamped a
+        little ahead of ours counts too."""
+        return int(await self.conn.fetchval(_SPEND_12M, member_id, since))
 
     async def move_orders(self, from_member: str, to_member: str) -> None:
         await self.conn.execute(_MOVE_ORDERS, from_member, to_member)

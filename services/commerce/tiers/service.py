@@ -29,7 +29,7 @@ class TierService:
         return self.settings.tier(name) if name else self.settings.tiers[0]
 
     async def spend(self, member_id: str) -> int:
-        return await self.orders.spend_between(member_id, self.now - YEAR, self.now)
+        return await self.orders.spend_since(member_id, self.now - YEAR)
 
     async def on_spend_changed(self, member_id: str) -> TierRule:
         """After a payment or a refund: upgrade at once if spend now reaches a higher tier."""
