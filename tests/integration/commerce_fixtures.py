@@ -56,13 +56,17 @@ _push_ids = itertools.count(1)
 
 
 class Clock:
-    """commerce's injectable clock: real time, moved by the tests across boundaries."""
+    """commerce's injectable clock: real time, moved by the tests across boundaries (or frozen)."""
 
     def __init__(self) -> None:
         self.offset = timedelta()
+        self.frozen: datetime | None = None
 
     def __call__(self) -> datetime:
-        return datetime.now(UTC) + self.offset
+        return self.frozen if self.frozen is not None else datetime.now(UTC) + self.offset
+
+    def freeze(self, at: datetime) -> None:
+        self.frozen = at
 
     def advance(self, **delta: float) -> None:
         self.offset += timedelta(**delta)
@@ -121,6 +125,22 @@ class ShopSandbox:
         }
         answer = await self.post("/sandbox/shop/orders", body | extra)
         return str(answer["order_id"])
+
+    async def gift(self, giver: dict[str, Any], sku: dict[str, Any]) -> tuple[str, str]:
+        """A gift order of one item: (order_id, present_order_id)."""
+        self.now += 1
+        item = {"product_id": sku["product_id"], "sku_id": sku["sku_id"], "count": 1}
+        answer = await self.post("/sandbox/shop/orders", {"user_id": giver["user_id"], "items": [item], "gift": True})
+        return str(answer["order_id"]), str(answer["present_order_id"])
+
+    async def accept(self, present_order_id: str, recipient: dict[str, Any], sku_id: str | None = None) -> None:
+        self.now += 1
+        body = {"user_id": recipient["user_id"], "sku_id": sku_id}
+        await self.post(f"/sandbox/shop/gifts/{present_order_id}/accept", body)
+
+    async def expire(self, present_order_id: str, push: str = "once") -> None:
+        self.now += 1
+        await self.post(f"/sandbox/shop/gifts/{present_order_id}/expire", {"push": push})
 
     async def act(self, order_id: str, action: str, push: str = "once") -> dict[str, Any]:
         self.now += 1

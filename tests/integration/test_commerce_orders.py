@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
-from tests.integration.commerce_fixtures import SHOP, Commerce, commerce  # noqa: F401 - fixture
+from tests.integration import commerce_fixtures
+from tests.integration.commerce_fixtures import Commerce
 
 pytestmark = pytest.mark.integration
+commerce = commerce_fixtures.commerce
 
 
 async def sku(c: Commerce, product: int = 0, index: int = 0) -> dict[str, Any]:

@@ -31,8 +31,8 @@ RETURNING true
 """
 
 _MOVE_STATE = """
-UPDATE gifts SET state = $3, updated_at = now(),
-                 closed_at = CASE WHEN $3 IN ('expired', 'refunded', 'cancelled') THEN $4 ELSE closed_at END
+UPDATE gifts SET state = $3::text, updated_at = now(),
+                 closed_at = CASE WHEN $3::text IN ('expired', 'refunded', 'cancelled') THEN $4 ELSE closed_at END
 WHERE present_order_id = $1 AND state = ANY($2::text[])
 RETURNING true
 """
