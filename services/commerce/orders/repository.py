@@ -13,14 +13,16 @@ from typing import Any
 
 import asyncpg
 
-# A snapshot older than the stored one (two fetches racing) does not overwrite it.
+# A snapshot older than the stored one (two fetches racing) does not overwrite it. The buyer, once
+# known, stays: a merge moves the order to the survivor explicitly, and a snapshot resolved before
+# the merge must not move it back.
 _UPSERT = """
 INSERT INTO orders AS o (order_id, shop_appid, member_id, openid, unionid, status, order_price_fen, is_gift,
                          present_order_id, title, item_count, lines, detail, shop_create_time, shop_update_time,
                          paid_at, settled_at)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (order_id) DO UPDATE SET
-    member_id = coalesce(EXCLUDED.member_id, o.member_id),
+    member_id = coalesce(o.member_id, EXCLUDED.member_id),
     openid = coalesce(EXCLUDED.openid, o.openid),
     unionid = coalesce(EXCLUDED.unionid, o.unionid),
     status = CASE WHEN EXCLUDED.shop_update_time >= o.shop_update_time THEN EXCLUDED.status ELSE o.status END,
