@@ -271,9 +271,15 @@ async def _identity_app(stack: list[Any]) -> Any:
 async def commerce(databases: dict[str, str], amqp: object) -> AsyncIterator[Commerce]:
     await truncate("commerce")
     await truncate("identity")
+    # The periodic jobs are run by the tests themselves (``*_once``). Settings with an env alias
+    # take it as the keyword.
     settings = load_settings(
-        CommerceSettings, reconcile_interval_seconds=0, housekeeping_interval_seconds=0, relay_in_process=True
+        CommerceSettings,
+        COMMERCE_RECONCILE_INTERVAL_SECONDS=0,
+        COMMERCE_HOUSEKEEPING_INTERVAL_SECONDS=0,
+        relay_in_process=True,
     )
+    assert settings.reconcile_interval_seconds == 0 and settings.housekeeping_interval_seconds == 0
     sandbox = ShopSandbox(settings.wechat_apps)
     stack: list[Any] = []
     identity_app = await _identity_app(stack)
