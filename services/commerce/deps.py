@@ -17,7 +17,7 @@ from shared.http import create_client
 from shared.wechat.client import WeChatClient
 
 if TYPE_CHECKING:
-    from services.commerce.rewards.service import Fulfilment
+    from services.commerce.rewards.schemas import Fulfilment
 
 
 def utcnow() -> datetime:

@@ -7,7 +7,8 @@ from services.commerce.deps import CommerceDeps
 from shared.bus.consumer import EventContext, PoisonMessage, Prefetching
 from shared.events import WeChatPushReceived
 from shared.wechat.apps import AppKind
-from shared.wechat.push import MalformedPush, ShopCouponEvent, parse_push
+from shared.wechat.crypto import MalformedPush
+from shared.wechat.push import ShopCouponEvent, parse_push
 
 
 def _coupon_push(event: WeChatPushReceived) -> tuple[str, str]:

@@ -64,7 +64,7 @@ class CouponService:
                 member_id=member_id,
                 coupon_id=coupon_id,
                 title=title,
-                kind=kind,  # type: ignore[arg-type]  # one of the four, checked by the event model
+                kind=kind,
                 discount_fen=discount_fen,
                 min_spend_fen=min_spend_fen,
                 expires_at=expires_at,

@@ -28,7 +28,7 @@ async def member_gifts(
             order_id=r["order_id"],
             present_order_id=r["present_order_id"],
             role=r["role"],
-            state=contract_state(r["state"], r["accepted_at"] is not None),  # type: ignore[arg-type]
+            state=contract_state(r["state"], r["accepted_at"] is not None),
             points=int(r["points"]),
         )
         for r in rows

@@ -7,14 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 from services.commerce.deps import CommerceDeps
+from services.commerce.identity_client import Source
 from services.commerce.orders.schemas import MirroredOrder, OrderSnapshot
 from services.commerce.orders.service import OrderService
 from shared.bus.consumer import EventContext, PoisonMessage, Prefetching
 from shared.events import WeChatPushReceived
 from shared.wechat.apps import AppKind
 from shared.wechat.client import ShopAfterSale
+from shared.wechat.crypto import MalformedPush
 from shared.wechat.errors import WeChatAPIError
-from shared.wechat.push import MalformedPush, ShopAfterSaleEvent, ShopOrderEvent, parse_push
+from shared.wechat.push import ShopAfterSaleEvent, ShopOrderEvent, parse_push
 
 # order/get's "order not exist" and the invalid-argument codes: the id can never be fetched.
 _NO_SUCH_ORDER = frozenset({100002, 40097, 10100002, 10100003})
@@ -47,7 +49,7 @@ async def fetch_snapshot(deps: CommerceDeps, appid: str, order_id: str) -> Order
     buyer = recipient = None
     recipient_created = False
     if order.buyer_openid:
-        source = "gift_giver" if order.is_gift else "shop_order"
+        source: Source = "gift_giver" if order.is_gift else "shop_order"
         buyer = (await deps.identity.member_for(appid, order.buyer_openid, order.buyer_unionid, source)).member_id
     if order.recipient_openid:
         found = await deps.identity.member_for(appid, order.recipient_openid, order.unionid, "gift_recipient")

@@ -204,7 +204,7 @@ class OrderService:
         outcome = aftersale_outcome(sale.status)
         if outcome is None or not await self.orders.close_aftersale(sale.after_sale_order_id, outcome):
             return
-        self.uow.publish(AfterSaleClosed(**fields, outcome=outcome))  # type: ignore[arg-type]
+        self.uow.publish(AfterSaleClosed(**fields, outcome=outcome))
         if outcome != "refunded":
             return
         refunded_total = await self.orders.refresh_refunded(order.order_id)

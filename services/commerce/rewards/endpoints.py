@@ -28,7 +28,7 @@ KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 @router.get("/rewards", response_model=list[RewardItem])
 async def list_rewards(deps: Deps) -> list[RewardItem]:
     async with deps.db.connection() as conn:
-        return [RewardItem(**dict(r)) for r in await RewardRepository(conn).list()]
+        return [RewardItem(**dict(r)) for r in await RewardRepository(conn).active()]
 
 
 @router.post("/admin/rewards", status_code=status.HTTP_201_CREATED, response_model=RewardItem)

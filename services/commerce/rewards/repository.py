@@ -83,7 +83,7 @@ class RewardRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def list(self) -> list[asyncpg.Record]:
+    async def active(self) -> list[asyncpg.Record]:
         return list(await self.conn.fetch(_LIST))
 
     async def create(

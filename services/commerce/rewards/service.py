@@ -126,7 +126,7 @@ class RewardService:
                     redemption_id=f.redemption_id,
                     reward_id=f.reward_id,
                     title=reward["title"],
-                    kind=f.kind,  # type: ignore[arg-type]
+                    kind=f.kind,
                     points_spent=f.points,
                     coupon_id=coupon.coupon_id if coupon else None,
                 )
