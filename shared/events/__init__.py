@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from shared.events.commerce import COMMERCE_EVENTS
 from shared.events.envelope import Envelope, EventData
 from shared.events.gateway import ReplyDeferred
 from shared.events.identity import (
@@ -30,6 +31,7 @@ DOMAIN_EVENTS: tuple[type[EventData], ...] = (
     MemberUnmerged,
     PhoneBound,
     MemberTagsChanged,
+    *COMMERCE_EVENTS,
 )
 
 registry: dict[str, type[EventData]] = {cls.event_type: cls for cls in DOMAIN_EVENTS}
@@ -58,6 +60,7 @@ def data_model(event_type: str) -> type[EventData] | None:
 
 
 __all__ = [
+    "COMMERCE_EVENTS",
     "DOMAIN_EVENTS",
     "Envelope",
     "EventData",
