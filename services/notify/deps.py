@@ -1,0 +1,104 @@
+"""notify's dependencies, built once at start; endpoints take ``Deps``, handlers ``ctx.deps``, jobs ``deps``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+import httpx
+from fastapi import Depends
+
+from services.notify.limits.service import Caps, QuietHours
+from services.notify.rules.service import RulesFile, check_rules, load_rules
+from services.notify.settings import NotifySettings
+from services.notify.templates.service import TemplateLibrary, load_library
+from shared.app import Runtime, get_deps
+from shared.db import Database
+from shared.http import create_client
+from shared.wechat.apps import AppKind
+from shared.wechat.client import WeChatClient
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class NotifyDeps:
+    settings: NotifySettings
+    db: Database
+    # Sends are retried by the sender on its own schedule (a durable backoff), so its client tries once.
+    wechat: WeChatClient
+    wechat_http: httpx.AsyncClient
+    rules: RulesFile
+    library: TemplateLibrary
+    quiet: QuietHours
+    caps: Caps
+    identity: httpx.AsyncClient
+    commerce: httpx.AsyncClient
+    clock: Clock
+    oa_appid: str | None
+    mp_appid: str | None
+
+    async def aclose(self) -> None:
+        await self.wechat_http.aclose()
+        await self.identity.aclose()
+        await self.commerce.aclose()
+
+
+def build_deps(
+    settings: NotifySettings,
+    db: Database,
+    wechat_http: httpx.AsyncClient,
+    library: TemplateLibrary,
+    *,
+    clock: Clock = utc_now,
+    identity: httpx.AsyncClient | None = None,
+    commerce: httpx.AsyncClient | None = None,
+) -> NotifyDeps:
+    rules = load_rules(settings.message_rules_file)
+    check_rules(rules, library)
+    apps = settings.wechat_apps
+    token = settings.internal_token_value
+    return NotifyDeps(
+        settings=settings,
+        db=db,
+        wechat=WeChatClient(wechat_http, settings.wechat_apps, max_attempts=1),
+        wechat_http=wechat_http,
+        rules=rules,
+        library=library,
+        quiet=QuietHours.parse(settings.quiet_hours),
+        caps=Caps(settings.marketing_cap_day, settings.marketing_cap_week),
+        identity=identity or create_client(settings.identity_url, internal_token=token),
+        commerce=commerce or create_client(settings.commerce_url, internal_token=token, retries=0),
+        clock=clock,
+        oa_appid=next((a.appid for a in apps.apps if a.kind is AppKind.OFFICIAL_ACCOUNT), None),
+        mp_appid=next((a.appid for a in apps.apps if a.kind is AppKind.MINI_PROGRAM), None),
+    )
+
+
+def deps_factory(
+    clock: Clock = utc_now,
+    wechat_transport: httpx.AsyncBaseTransport | None = None,
+    identity: httpx.AsyncClient | None = None,
+    commerce: httpx.AsyncClient | None = None,
+) -> Callable[[Runtime[NotifySettings]], object]:
+    """``make_deps`` for the app; tests inject a clock, WeChat's transport and the peer services."""
+
+    async def make_deps(rt: Runtime[NotifySettings]) -> NotifyDeps:
+        s = rt.settings
+        load_rules(s.message_rules_file)  # a broken file fails before WeChat is asked anything
+        async with create_client(s.wechat_api_base, retries=0, transport=wechat_transport) as http:
+            library = await load_library(WeChatClient(http, s.wechat_apps), s.wechat_apps)
+        # A transport is closed with its client: the sender's client gets its own when one was injected.
+        http = create_client(s.wechat_api_base, timeout=10.0, retries=0, transport=wechat_transport)
+        return build_deps(s, rt.db, http, library, clock=clock, identity=identity, commerce=commerce)
+
+    return make_deps
+
+
+Deps = Annotated[NotifyDeps, Depends(get_deps)]
