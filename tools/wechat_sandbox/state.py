@@ -199,7 +199,7 @@ class _StableSlot:
     force_refreshes: list[float] = field(default_factory=list)
 
 
-def _wechat_day(ts: float) -> int:
+def wechat_day(ts: float) -> int:
     """Quotas reset at midnight Beijing time (UTC+8)."""
     return int((ts + 8 * 3600) // 86400)
 
@@ -254,8 +254,8 @@ class AccessTokens:
 
     @staticmethod
     def _may_force_refresh(slot: _StableSlot, now: float) -> bool:
-        today = _wechat_day(now)
-        slot.force_refreshes = [t for t in slot.force_refreshes if _wechat_day(t) == today]
+        today = wechat_day(now)
+        slot.force_refreshes = [t for t in slot.force_refreshes if wechat_day(t) == today]
         if len(slot.force_refreshes) >= STABLE_FORCE_REFRESH_PER_DAY:
             return False
         return not slot.force_refreshes or now - slot.force_refreshes[-1] >= STABLE_FORCE_REFRESH_MIN_GAP
