@@ -43,12 +43,16 @@ class NotifySettings(_Base):  # type: ignore[valid-type,misc]
     send_max_attempts: int = Field(default=5, ge=1, validation_alias="NOTIFY_SEND_MAX_ATTEMPTS")
     send_backoff_seconds: float = Field(default=2.0, gt=0, validation_alias="NOTIFY_SEND_BACKOFF_SECONDS")
     # 45011 says "retry next minute".
-    minute_quota_backoff_seconds: float = Field(default=60, gt=0, validation_alias="NOTIFY_MINUTE_QUOTA_BACKOFF_SECONDS")
+    minute_quota_backoff_seconds: float = Field(
+        default=60, gt=0, validation_alias="NOTIFY_MINUTE_QUOTA_BACKOFF_SECONDS"
+    )
     sender_concurrency: int = Field(default=32, ge=1, validation_alias="NOTIFY_SENDER_CONCURRENCY")
     sender_poll_seconds: float = Field(default=0.05, gt=0, validation_alias="NOTIFY_SENDER_POLL_SECONDS")
     send_lease_seconds: float = Field(default=30, gt=0, validation_alias="NOTIFY_SEND_LEASE_SECONDS")
     jobs_poll_seconds: float = Field(default=1.0, gt=0, validation_alias="NOTIFY_JOBS_POLL_SECONDS")
-    miniprogram_state: str = Field(default="formal", pattern="^(developer|trial|formal)$", validation_alias="NOTIFY_MINIPROGRAM_STATE")
+    miniprogram_state: str = Field(
+        default="formal", pattern="^(developer|trial|formal)$", validation_alias="NOTIFY_MINIPROGRAM_STATE"
+    )
     identity_url: str = Field(default="http://127.0.0.1:8001", validation_alias="NOTIFY_IDENTITY_URL")
     commerce_url: str = Field(default="http://127.0.0.1:8002", validation_alias="NOTIFY_COMMERCE_URL")
 

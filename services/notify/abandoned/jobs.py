@@ -45,9 +45,16 @@ async def remind_once(deps: NotifyDeps) -> dict[str, int]:
     rule = deps.rules.abandoned_order
     for order in due:
         coupon = await ask_coupon(deps.commerce, order["member_id"], order["order_id"])
-        values = {**order, "coupon_title": coupon.get("title") or "", "occurred_at": deps.clock(), "event_id": order["order_id"]}
+        values = {
+            **order,
+            "coupon_title": coupon.get("title") or "",
+            "occurred_at": deps.clock(),
+            "event_id": order["order_id"],
+        }
         rendered = render(rule, values)
-        keyed = Rendered(rendered.data, rendered.page, rendered.text, f"{rule.name}:{order['order_id']}:{order['member_id']}")
+        keyed = Rendered(
+            rendered.data, rendered.page, rendered.text, f"{rule.name}:{order['order_id']}:{order['member_id']}"
+        )
         async with deps.db.unit_of_work() as uow:
             if await AbandonedRepository(uow.conn).remind(order["order_id"], coupon):
                 await SendService(uow, deps.library, deps.quiet).decide(rule, keyed, order["member_id"], deps.clock())

@@ -44,7 +44,9 @@ _GIVE_BACK = """
 UPDATE authorisations SET remaining = remaining + 1, updated_at = now()
 WHERE appid = $1 AND openid = $2 AND template_id = $3 AND NOT long_term
 """
-_OF = "SELECT template_id, remaining, long_term FROM authorisations WHERE appid = $1 AND openid = $2 ORDER BY template_id"
+_OF = (
+    "SELECT template_id, remaining, long_term FROM authorisations WHERE appid = $1 AND openid = $2 ORDER BY template_id"
+)
 
 
 class AuthorisationRepository:

@@ -18,7 +18,9 @@ class AuthorisationService:
         self.repo = AuthorisationRepository(uow.conn)
         self.library = library
 
-    async def answer(self, appid: str, openid: str, template_id: str, answer: Answer, source: str, at: datetime) -> None:
+    async def answer(
+        self, appid: str, openid: str, template_id: str, answer: Answer, source: str, at: datetime
+    ) -> None:
         template = self.library.by_id(appid, template_id)
         long_term = template is not None and template.long_term
         await self.repo.lock(appid, openid, template_id)

@@ -44,7 +44,9 @@ class CampaignRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def insert(self, campaign_id: uuid.UUID, name: str, audience: dict[str, Any], message: dict[str, Any], kind: str) -> None:
+    async def insert(
+        self, campaign_id: uuid.UUID, name: str, audience: dict[str, Any], message: dict[str, Any], kind: str
+    ) -> None:
         await self.conn.execute(_INSERT, campaign_id, name, audience, message, kind)
 
     async def get(self, campaign_id: uuid.UUID) -> dict[str, Any] | None:

@@ -23,7 +23,9 @@ class Audience(BaseModel):
         if len(given) != 1:
             raise ValueError("the audience is exactly one of tag, segment or member_ids")
         if self.member_ids is not None:
-            bad = [m for m in self.member_ids if not (0 < len(m) <= 64 and m.replace("-", "").isalnum() and m.isascii())]
+            bad = [
+                m for m in self.member_ids if not (0 < len(m) <= 64 and m.replace("-", "").isalnum() and m.isascii())
+            ]
             if bad:
                 raise ValueError("member_ids holds a malformed id")
             if len(set(self.member_ids)) != len(self.member_ids):

@@ -10,7 +10,7 @@ from typing import Any
 from services.notify.campaigns.repository import CampaignRepository
 from services.notify.campaigns.schemas import CampaignCreate
 from services.notify.limits.repository import CapRepository
-from services.notify.limits.service import CapService, Caps, QuietHours
+from services.notify.limits.service import Caps, CapService, QuietHours
 from services.notify.members.repository import MemberRepository
 from services.notify.rules.service import Rendered, Rule, render
 from services.notify.sends.repository import SendRepository
@@ -75,7 +75,9 @@ class CampaignService:
         for send in await SendRepository(self.uow.conn).cancel_campaign(campaign_id, now):
             await sends.release(send)
 
-    async def fan_out(self, campaign: dict[str, Any], member_ids: list[str], next_cursor: str | None, now: datetime) -> int:
+    async def fan_out(
+        self, campaign: dict[str, Any], member_ids: list[str], next_cursor: str | None, now: datetime
+    ) -> int:
         """Decide one page of the audience and move the cursor past it, together."""
         campaign_id: uuid.UUID = campaign["id"]
         if not await self.campaigns.advance(campaign_id, next_cursor, next_cursor is None):

@@ -33,7 +33,9 @@ async def record_open(body: OpenReport, deps: Deps) -> OpenAnswer:
     if row is None:
         return OpenAnswer(attributed=False)
     campaign = row["campaign_id"]
-    return OpenAnswer(attributed=True, send_id=str(row["id"]), rule=row["rule"], campaign_id=str(campaign) if campaign else None)
+    return OpenAnswer(
+        attributed=True, send_id=str(row["id"]), rule=row["rule"], campaign_id=str(campaign) if campaign else None
+    )
 
 
 @router.get("/funnel")
@@ -41,6 +43,8 @@ async def funnel(deps: Deps) -> list[FunnelRow]:
     async with deps.db.connection() as conn:
         rows = await SendRepository(conn).funnel()
     return [
-        FunnelRow(**{**r, "rule": r["rule"] or None, "campaign_id": str(r["campaign_id"]) if r["campaign_id"] else None})
+        FunnelRow(
+            **{**r, "rule": r["rule"] or None, "campaign_id": str(r["campaign_id"]) if r["campaign_id"] else None}
+        )
         for r in rows
     ]

@@ -83,9 +83,13 @@ class CapService:
         """Count one marketing message for the member, or False when a cap is reached (nothing counted)."""
         if self.limits.per_day < 1 or self.limits.per_week < 1:
             return False
-        return await self.caps.take(member_id, beijing_week(now), beijing_day(now), self.limits.per_day, self.limits.per_week)
+        return await self.caps.take(
+            member_id, beijing_week(now), beijing_day(now), self.limits.per_day, self.limits.per_week
+        )
 
     async def reached(self, member_id: str, now: datetime) -> bool:
         if self.limits.per_day < 1 or self.limits.per_week < 1:
             return True
-        return await self.caps.reached(member_id, beijing_week(now), beijing_day(now), self.limits.per_day, self.limits.per_week)
+        return await self.caps.reached(
+            member_id, beijing_week(now), beijing_day(now), self.limits.per_day, self.limits.per_week
+        )

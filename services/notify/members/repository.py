@@ -45,7 +45,9 @@ _USE_WINDOW = """
 UPDATE service_windows SET remaining = remaining - 1
 WHERE appid = $1 AND openid = $2 AND remaining > 0 AND expires_at > now() RETURNING true
 """
-_GIVE_BACK_WINDOW = "UPDATE service_windows SET remaining = remaining + 1 WHERE appid = $1 AND openid = $2 AND expires_at > now()"
+_GIVE_BACK_WINDOW = (
+    "UPDATE service_windows SET remaining = remaining + 1 WHERE appid = $1 AND openid = $2 AND expires_at > now()"
+)
 
 
 @dataclass(frozen=True)

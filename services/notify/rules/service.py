@@ -158,7 +158,9 @@ class Rendered:
 
 def render(rule: Rule, values: dict[str, Any]) -> Rendered:
     data = {key: {"value": _value(key, spec, values)} for key, spec in rule.fields.items()}
-    return Rendered(data, _fill(rule.page, values), _fill(rule.text, values) if rule.text else None, _fill(rule.key, values))
+    return Rendered(
+        data, _fill(rule.page, values), _fill(rule.text, values) if rule.text else None, _fill(rule.key, values)
+    )
 
 
 def _value(key: str, spec: FieldSpec, values: dict[str, Any]) -> str:

@@ -38,9 +38,7 @@ async def dead_letters(deps: Deps, limit: Annotated[int, Query(ge=1, le=500)] = 
 
 
 @router.post("/dead-letters/{dead_letter_id}/redrive", status_code=202)
-async def redrive(
-    dead_letter_id: Annotated[str, Path(max_length=40)], deps: Deps
-) -> dict[str, str]:
+async def redrive(dead_letter_id: Annotated[str, Path(max_length=40)], deps: Deps) -> dict[str, str]:
     m = _DEAD_ID.match(dead_letter_id)
     if not m:
         raise NotFound("no such dead letter")

@@ -44,7 +44,9 @@ async def apply_rule(rule: Rule, values: dict[str, Any], ctx: EventContext[Notif
         raise PoisonMessage(f"rule {rule.name}: {exc}") from None
     keyed = Rendered(rendered.data, rendered.page, rendered.text, f"{rule.name}:{rendered.key}:{member_id}")
     decision = await SendService(ctx.uow, deps.library, deps.quiet).decide(rule, keyed, str(member_id), deps.clock())
-    log.info("message.decided", rule=rule.name, status=decision.status, channel=decision.channel, reason=decision.reason)
+    log.info(
+        "message.decided", rule=rule.name, status=decision.status, channel=decision.channel, reason=decision.reason
+    )
 
 
 async def on_rule_event(event: EventData, ctx: EventContext[NotifyDeps]) -> None:

@@ -64,14 +64,24 @@ def attributed_page(send: Send) -> str:
 def wechat_body(send: Send, deps: NotifyDeps) -> dict[str, Any]:
     page = attributed_page(send)
     if send.channel == Channel.OA_TEMPLATE.value:
-        body: dict[str, Any] = {"touser": send.openid, "template_id": send.template_id, "data": send.data,
-                                "client_msg_id": f"siyu-{send.id}"}
+        body: dict[str, Any] = {
+            "touser": send.openid,
+            "template_id": send.template_id,
+            "data": send.data,
+            "client_msg_id": f"siyu-{send.id}",
+        }
         if deps.mp_appid:
             body["miniprogram"] = {"appid": deps.mp_appid, "pagepath": page}
         return body
     if send.channel == Channel.MP_SUBSCRIBE.value:
-        return {"touser": send.openid, "template_id": send.template_id, "page": page, "data": send.data,
-                "miniprogram_state": deps.settings.miniprogram_state, "lang": "zh_CN"}
+        return {
+            "touser": send.openid,
+            "template_id": send.template_id,
+            "page": page,
+            "data": send.data,
+            "miniprogram_state": deps.settings.miniprogram_state,
+            "lang": "zh_CN",
+        }
     if send.channel == Channel.OA_SUBSCRIBE_NOTICE.value:
         body = {"touser": send.openid, "template_id": send.template_id, "data": send.data}
         if deps.mp_appid:
@@ -113,7 +123,9 @@ class Sender:
         api = API_OF[send.channel]
         rate = self.s.api_rates.get(api, 50) * self.s.rate_headroom
         async with deps.db.connection() as conn:
-            permit = await BudgetRepository(conn).permit(send.appid, api, 1.0 / rate, self.s.daily_quotas.get(api, 10**9))
+            permit = await BudgetRepository(conn).permit(
+                send.appid, api, 1.0 / rate, self.s.daily_quotas.get(api, 10**9)
+            )
         if not permit.granted:
             until = permit.until or now + timedelta(seconds=60)
             await self._reschedule(send, "deferred", "quota_exhausted", until)

@@ -173,7 +173,9 @@ class SendRepository:
         due_at: datetime,
     ) -> int | None:
         priority = 1 if kind == "transactional" else 0
-        send_id: int | None = await self.conn.fetchval(_INSERT, key, member_id, rule, campaign_id, kind, priority, due_at)
+        send_id: int | None = await self.conn.fetchval(
+            _INSERT, key, member_id, rule, campaign_id, kind, priority, due_at
+        )
         return send_id
 
     async def decide(
@@ -198,13 +200,17 @@ class SendRepository:
     async def claim(self, limit: int, now: datetime, lease: float) -> list[Send]:
         return [Send(**dict(r)) for r in await self.conn.fetch(_CLAIM, limit, now, lease)]
 
-    async def reschedule(self, send_id: int, status: str, reason: str | None, due_at: datetime, attempt: int = 0) -> None:
+    async def reschedule(
+        self, send_id: int, status: str, reason: str | None, due_at: datetime, attempt: int = 0
+    ) -> None:
         await self.conn.execute(_RESCHEDULE, send_id, status, reason, due_at, attempt)
 
     async def sent(self, send_id: int, msgid: str | None) -> None:
         await self.conn.execute(_SENT, send_id, msgid)
 
-    async def failed(self, send_id: int, reason: str, errcode: int | None, *, dead: bool = False, attempt: int = 1) -> None:
+    async def failed(
+        self, send_id: int, reason: str, errcode: int | None, *, dead: bool = False, attempt: int = 1
+    ) -> None:
         await self.conn.execute(_FAILED, send_id, reason, errcode, dead, attempt)
 
     async def skipped(self, send_id: int, reason: str) -> None:

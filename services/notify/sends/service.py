@@ -98,8 +98,12 @@ class SendService:
         campaign_id: uuid.UUID | None = None,
     ) -> Decision:
         send_id = await self.sends.insert(
-            rendered.key, member_id, rule=rule.name if campaign_id is None else None,
-            campaign_id=campaign_id, kind=rule.kind, due_at=now,
+            rendered.key,
+            member_id,
+            rule=rule.name if campaign_id is None else None,
+            campaign_id=campaign_id,
+            kind=rule.kind,
+            due_at=now,
         )
         if send_id is None:
             return Decision(None, "duplicate", None, None)
@@ -115,7 +119,9 @@ class SendService:
             if not authorised:  # spent by a concurrent send since it was read
                 await self._record(send_id, None, rendered, "skipped", SKIP_REASON[choice.channel], False, None)
                 return Decision(send_id, "skipped", None, SKIP_REASON[choice.channel])
-        elif choice.channel is Channel.CUSTOMER_SERVICE and not await self.windows.use(choice.app.appid, choice.app.openid):
+        elif choice.channel is Channel.CUSTOMER_SERVICE and not await self.windows.use(
+            choice.app.appid, choice.app.openid
+        ):
             await self._record(send_id, None, rendered, "skipped", "no_service_window", False, None)
             return Decision(send_id, "skipped", None, "no_service_window")
         status, reason, due = "pending", None, None
@@ -134,7 +140,9 @@ class SendService:
         authorised: bool,
         due: datetime | None,
     ) -> None:
-        data: dict[str, object] = {"text": rendered.text} if choice and choice.channel is Channel.CUSTOMER_SERVICE else rendered.data  # type: ignore[assignment]
+        data: dict[str, object] = (
+            {"text": rendered.text} if choice and choice.channel is Channel.CUSTOMER_SERVICE else rendered.data
+        )  # type: ignore[assignment]
         await self.sends.decide(
             send_id,
             channel=choice.channel.value if choice else None,

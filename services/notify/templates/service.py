@@ -59,11 +59,21 @@ async def load_library(wechat: WeChatClient, apps: WeChatApps) -> TemplateLibrar
             body = await wechat.call(app.appid, "GET", OA_TEMPLATE_LIST)
             for t in body.get("template_list") or []:
                 found.append(
-                    Template(app.appid, str(t["template_id"]), str(t.get("title", "")), Channel.OA_TEMPLATE, keys_of(str(t.get("content", ""))))
+                    Template(
+                        app.appid,
+                        str(t["template_id"]),
+                        str(t.get("title", "")),
+                        Channel.OA_TEMPLATE,
+                        keys_of(str(t.get("content", ""))),
+                    )
                 )
-            found += _subscribe_templates(app.appid, await wechat.call(app.appid, "GET", SUBSCRIBE_TEMPLATE_LIST), Channel.OA_SUBSCRIBE_NOTICE)
+            found += _subscribe_templates(
+                app.appid, await wechat.call(app.appid, "GET", SUBSCRIBE_TEMPLATE_LIST), Channel.OA_SUBSCRIBE_NOTICE
+            )
         elif app.kind is AppKind.MINI_PROGRAM:
-            found += _subscribe_templates(app.appid, await wechat.call(app.appid, "GET", SUBSCRIBE_TEMPLATE_LIST), Channel.MP_SUBSCRIBE)
+            found += _subscribe_templates(
+                app.appid, await wechat.call(app.appid, "GET", SUBSCRIBE_TEMPLATE_LIST), Channel.MP_SUBSCRIBE
+            )
     return TemplateLibrary(tuple(found))
 
 
