@@ -18,7 +18,7 @@ VALUES ($1, $2, '', 0, now(), $3)
 ON CONFLICT (order_id) DO UPDATE SET state = EXCLUDED.state WHERE abandoned_orders.state = 'waiting'
 """
 _CLAIM = """
-UPDATE abandoned_orders a SET lease_until = $1 + make_interval(secs => $3)
+UPDATE abandoned_orders a SET lease_until = $1::timestamptz + make_interval(secs => $3)
 FROM (SELECT order_id FROM abandoned_orders
       WHERE state = 'waiting' AND due_at <= $1 AND (lease_until IS NULL OR lease_until < $1)
       ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED) c

@@ -15,12 +15,12 @@ WITH twin AS (
     UPDATE authorisation_grants SET matched = true
     WHERE id = (SELECT id FROM authorisation_grants
                 WHERE appid = $1 AND openid = $2 AND template_id = $3 AND source <> $4 AND NOT matched
-                  AND granted_at BETWEEN $5 - interval '2 minutes' AND $5 + interval '2 minutes'
+                  AND granted_at BETWEEN $5::timestamptz - interval '2 minutes' AND $5::timestamptz + interval '2 minutes'
                 ORDER BY granted_at LIMIT 1)
     RETURNING id
 )
 INSERT INTO authorisation_grants (appid, openid, template_id, source, granted_at, matched)
-SELECT $1, $2, $3, $4, $5, EXISTS (SELECT 1 FROM twin)
+SELECT $1, $2, $3, $4, $5::timestamptz, EXISTS (SELECT 1 FROM twin)
 RETURNING NOT matched
 """
 _ADD_ONE = """

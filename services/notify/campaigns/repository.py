@@ -22,7 +22,7 @@ WHERE id = $1 AND state IN ('draft', 'running', 'cancelled') RETURNING state
 """
 # One replica fans a campaign out at a time; a lease (not a lock) survives nobody's crash.
 _CLAIM_FANOUT = """
-UPDATE campaigns SET fanout_lease = $1 + make_interval(secs => $2)
+UPDATE campaigns SET fanout_lease = $1::timestamptz + make_interval(secs => $2)
 WHERE id = (SELECT id FROM campaigns
             WHERE state = 'running' AND NOT fanout_done AND (fanout_lease IS NULL OR fanout_lease < $1)
             ORDER BY started_at LIMIT 1 FOR UPDATE SKIP LOCKED)

@@ -25,7 +25,7 @@ WHERE id = $1
 """
 # Due sends for this replica: leased (not locked) so no transaction is held across WeChat's call.
 _CLAIM = f"""
-UPDATE sends s SET lease_until = $2 + make_interval(secs => $3)
+UPDATE sends s SET lease_until = $2::timestamptz + make_interval(secs => $3)
 FROM (SELECT id FROM sends
       WHERE status IN ('pending', 'deferred') AND due_at <= $2 AND (lease_until IS NULL OR lease_until < $2)
       ORDER BY priority DESC, due_at LIMIT $1 FOR UPDATE SKIP LOCKED) c
@@ -85,7 +85,7 @@ _ORDERED = """
 UPDATE sends SET ordered_at = $3, order_id = $2
 WHERE id = (SELECT id FROM sends
             WHERE member_id = $1 AND opened_at IS NOT NULL AND opened_at <= $3
-              AND opened_at >= $3 - make_interval(secs => $4) AND ordered_at IS NULL
+              AND opened_at >= $3::timestamptz - make_interval(secs => $4) AND ordered_at IS NULL
             ORDER BY opened_at DESC LIMIT 1)
   AND NOT EXISTS (SELECT 1 FROM sends WHERE order_id = $2)
 RETURNING id
