@@ -264,3 +264,15 @@ async def notify_stack(
         for _ in range(replicas):
             notify.clients.append(await start_notify(stack, sandbox, settings, clock, commerce=commerce))
         yield notify
+
+
+async def open_window(notify: Notify, user: dict[str, Any]) -> None:
+    """The member writes to the service account: WeChat (the sandbox) and notify both open the window."""
+    await notify.sandbox.post(f"/sandbox/users/{user['user_id']}/messages", {"appid": OA, "text": "你好"})
+    openid = user["openids"][OA]
+    await notify.push("oa", OA, openid, {"MsgType": "text", "Content": "你好", "MsgId": str(uuid.uuid4().int % 10**18)})
+    await wait_for(lambda: query("SELECT 1 FROM service_windows WHERE openid = $1 AND remaining > 0", openid))
+
+
+def beijing(y: int, m: int, d: int, hh: int, mm: int = 0) -> datetime:
+    return datetime(y, m, d, hh, mm, tzinfo=UTC) - timedelta(hours=8)

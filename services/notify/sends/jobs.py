@@ -103,6 +103,10 @@ class Sender:
         async with self.deps.db.connection() as conn:
             return await SendRepository(conn).claim(limit, self.deps.clock(), self.s.send_lease_seconds)
 
+    async def sweep(self) -> int:
+        async with self.deps.db.connection() as conn:
+            return await SendRepository(conn).outcome_unknown(self.deps.clock())
+
     async def process(self, send: Send) -> str:
         """Send one claimed message; the outcome (for metrics and tests)."""
         deps = self.deps
@@ -132,6 +136,8 @@ class Sender:
             return "quota"
         if permit.wait > 0:
             await asyncio.sleep(permit.wait)
+        async with deps.db.connection() as conn:
+            await SendRepository(conn).calling(send.id)
         started = time.perf_counter()
         try:
             answer = await deps.wechat.call(send.appid, "POST", api, json=wechat_body(send, deps))
@@ -205,8 +211,16 @@ async def send_forever(deps: NotifyDeps) -> None:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.warning("send.crashed", error=repr(exc), transient=is_transient(exc))
 
+    rounds = 0
     try:
         while True:
+            rounds += 1
+            if rounds % 100 == 1:
+                try:
+                    if unknown := await sender.sweep():
+                        log.warning("sends.outcome_unknown", count=unknown)
+                except Exception as exc:
+                    log.warning("sender.sweep_failed", error=repr(exc))
             free = limit - len(running)
             claimed: list[Send] = []
             if free > 0:

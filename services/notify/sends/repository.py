@@ -28,12 +28,14 @@ _CLAIM = f"""
 UPDATE sends s SET lease_until = $2::timestamptz + make_interval(secs => $3)
 FROM (SELECT id FROM sends
       WHERE status IN ('pending', 'deferred') AND due_at <= $2 AND (lease_until IS NULL OR lease_until < $2)
+        AND (calling_at IS NULL OR channel = 'oa_template')
       ORDER BY priority DESC, due_at LIMIT $1 FOR UPDATE SKIP LOCKED) c
 WHERE s.id = c.id
 RETURNING {", ".join("s." + c.strip() for c in _COLUMNS.split(","))}
 """
 _RESCHEDULE = """
-UPDATE sends SET status = $2, reason = $3, due_at = $4, lease_until = NULL, attempts = attempts + $5
+UPDATE sends SET status = $2, reason = $3, due_at = $4, lease_until = NULL, calling_at = NULL,
+    attempts = attempts + $5
 WHERE id = $1 AND status IN ('pending', 'deferred')
 """
 _SENT = """
@@ -49,6 +51,15 @@ UPDATE sends SET status = 'skipped', reason = $2, lease_until = NULL
 WHERE id = $1 AND status IN ('pending', 'deferred')
 """
 _CAP_COUNTED = "UPDATE sends SET cap_counted = true WHERE id = $1"
+_CALLING = "UPDATE sends SET calling_at = now() WHERE id = $1"
+# A replica died during WeChat's call: only a template message (client_msg_id) may be sent again;
+# any other may have reached the member, and a second one must not.
+_UNKNOWN = """
+UPDATE sends SET status = 'failed', reason = 'outcome_unknown', lease_until = NULL, dead = true
+WHERE id IN (SELECT id FROM sends WHERE status IN ('pending', 'deferred') AND calling_at IS NOT NULL
+             AND channel <> 'oa_template' AND lease_until < $1 LIMIT 100 FOR UPDATE SKIP LOCKED)
+RETURNING id
+"""
 
 _RECEIPT_BY_MSGID = """
 UPDATE sends SET status = CASE WHEN $3 THEN 'delivered' ELSE 'failed' END,
@@ -218,6 +229,12 @@ class SendRepository:
 
     async def cap_counted(self, send_id: int) -> None:
         await self.conn.execute(_CAP_COUNTED, send_id)
+
+    async def calling(self, send_id: int) -> None:
+        await self.conn.execute(_CALLING, send_id)
+
+    async def outcome_unknown(self, now: datetime) -> int:
+        return len(await self.conn.fetch(_UNKNOWN, now))
 
     async def receipt_by_msgid(self, appid: str, msgid: str, delivered: bool, reason: str | None) -> bool:
         return await self.conn.fetchval(_RECEIPT_BY_MSGID, appid, msgid, delivered, reason) is not None

@@ -103,6 +103,7 @@ _UPGRADE = [
             cap_counted boolean NOT NULL DEFAULT false,
             due_at timestamptz NOT NULL DEFAULT now(),
             lease_until timestamptz,
+            calling_at timestamptz,
             msgid varchar(32),
             errcode integer,
             created_at timestamptz NOT NULL DEFAULT now(),
