@@ -104,7 +104,9 @@ class Notify:
     def api(self) -> httpx.AsyncClient:
         return self.clients[0]
 
-    async def publish(self, data: EventData, event_type: str | None = None, envelope: Envelope | None = None) -> Envelope:
+    async def publish(
+        self, data: EventData, event_type: str | None = None, envelope: Envelope | None = None
+    ) -> Envelope:
         envelope = envelope or Envelope.wrap(data, producer="test", event_type=event_type)
         channel = await self.amqp.channel(publisher_confirms=True)
         exchange = await Topology(namespace=NAMESPACE).declare_exchanges(channel)
@@ -137,19 +139,30 @@ class Notify:
         user = await self.sandbox.post("/sandbox/users", {"unionid_bound": True})
         member_id = str(uuid.uuid4())
         await self.publish(
-            MemberRegistered(member_id=member_id, appid=OA, app_kind="official_account", openid=user["openids"][OA],
-                             source="oa_subscribe")
+            MemberRegistered(
+                member_id=member_id,
+                appid=OA,
+                app_kind="official_account",
+                openid=user["openids"][OA],
+                source="oa_subscribe",
+            )
         )
         if mp:
             await self.publish(
-                MemberRegistered(member_id=member_id, appid=MP, app_kind="mini_program", openid=user["openids"][MP],
-                                 source="mp_login")
+                MemberRegistered(
+                    member_id=member_id,
+                    appid=MP,
+                    app_kind="mini_program",
+                    openid=user["openids"][MP],
+                    source="mp_login",
+                )
             )
         if follow:
             await self.sandbox.post(f"/sandbox/users/{user['user_id']}/follow", {"appid": OA})
             await self.publish(
-                FollowChanged(member_id=member_id, appid=OA, openid=user["openids"][OA], subscribed=True,
-                              change="subscribe")
+                FollowChanged(
+                    member_id=member_id, appid=OA, openid=user["openids"][OA], subscribed=True, change="subscribe"
+                )
             )
 
         async def known() -> bool:
@@ -161,17 +174,24 @@ class Notify:
 
     async def popup(self, user: dict[str, Any], appid: str, results: dict[str, str]) -> None:
         """The member answers a subscribe popup: in the sandbox, and WeChat's push to notify."""
-        await self.sandbox.post(f"/sandbox/users/{user['user_id']}/subscribe-popup", {"appid": appid, "results": results})
+        await self.sandbox.post(
+            f"/sandbox/users/{user['user_id']}/subscribe-popup", {"appid": appid, "results": results}
+        )
         items = [{"TemplateId": t, "SubscribeStatusString": a, "PopupScene": "0"} for t, a in results.items()]
         kind = "mp" if appid == MP else "oa"
-        await self.push(kind, appid, user["openids"][appid],
-                        {"MsgType": "event", "Event": "subscribe_msg_popup_event", "List": items})
+        await self.push(
+            kind,
+            appid,
+            user["openids"][appid],
+            {"MsgType": "event", "Event": "subscribe_msg_popup_event", "List": items},
+        )
         openid = user["openids"][appid]
 
         async def recorded() -> bool:
             rows = await query(
                 "SELECT template_id FROM authorisations WHERE appid = $1 AND openid = $2 AND (remaining > 0 OR long_term)",
-                appid, openid,
+                appid,
+                openid,
             )
             accepted = {t for t, a in results.items() if a == "accept"}
             return accepted <= {r["template_id"] for r in rows}
@@ -227,7 +247,10 @@ async def start_notify(
     commerce: httpx.AsyncClient | None = None,
 ) -> httpx.AsyncClient:
     app = create_app(
-        settings, clock=clock, wechat_transport=httpx.ASGITransport(app=sandbox.app), identity=identity,
+        settings,
+        clock=clock,
+        wechat_transport=httpx.ASGITransport(app=sandbox.app),
+        identity=identity,
         commerce=commerce,
     )
     await stack.enter_async_context(app.router.lifespan_context(app))
@@ -258,9 +281,15 @@ async def notify_stack(
     async with AsyncExitStack() as stack:
         sandbox = await start_sandbox(stack, settings.wechat_apps)
         notify = Notify(sandbox, amqp, clock)
-        commerce = await stack.enter_async_context(
-            httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(404)), base_url="http://commerce.invalid")
-        ) if "commerce" not in overrides else None
+        commerce = (
+            await stack.enter_async_context(
+                httpx.AsyncClient(
+                    transport=httpx.MockTransport(lambda _: httpx.Response(404)), base_url="http://commerce.invalid"
+                )
+            )
+            if "commerce" not in overrides
+            else None
+        )
         for _ in range(replicas):
             notify.clients.append(await start_notify(stack, sandbox, settings, clock, commerce=commerce))
         yield notify

@@ -29,15 +29,29 @@ TEMPLATE = "/cgi-bin/message/template/send"
 def paid(member_id: str, order_id: str) -> OrderPaid:
     from datetime import UTC, datetime
 
-    return OrderPaid(order_id=order_id, shop_appid="wx0000000000000003", member_id=member_id, status=20,
-                     paid_fen=100, title="面霜", item_count=1, update_time=1, paid_at=datetime.now(UTC))
+    return OrderPaid(
+        order_id=order_id,
+        shop_appid="wx0000000000000003",
+        member_id=member_id,
+        status=20,
+        paid_fen=100,
+        title="面霜",
+        item_count=1,
+        update_time=1,
+        paid_at=datetime.now(UTC),
+    )
 
 
 async def campaign(notify: Notify, member_ids: list[str], name: str = "spring", api: int = 0) -> str:
-    r = await notify.clients[api].post("/internal/campaigns", json={
-        "name": name, "audience": {"member_ids": member_ids}, "kind": "marketing",
-        "message": {"title": "会员日双倍积分", "body": "今天下单积分翻倍", "page": "pages/campaign/index"},
-    })
+    r = await notify.clients[api].post(
+        "/internal/campaigns",
+        json={
+            "name": name,
+            "audience": {"member_ids": member_ids},
+            "kind": "marketing",
+            "message": {"title": "会员日双倍积分", "body": "今天下单积分翻倍", "page": "pages/campaign/index"},
+        },
+    )
     assert r.status_code == 201, r.text
     return str(r.json()["campaign_id"])
 
@@ -134,7 +148,9 @@ async def test_wechat_daily_quota_45009_pauses_the_app(
             await wait_for(lambda m=m: query("SELECT 1 FROM sends WHERE member_id = $1 AND status <> 'pending'", m))
         rows = await query("SELECT status, reason FROM sends ORDER BY id")
         assert [(r["status"], r["reason"]) for r in rows] == [
-            ("sent", None), ("deferred", "45009"), ("deferred", "quota_exhausted")
+            ("sent", None),
+            ("deferred", "45009"),
+            ("deferred", "quota_exhausted"),
         ]
         limits = await notify.sandbox.get("/sandbox/limits")
         assert limits[TEMPLATE]["calls"] == 2  # the paused app did not call again
@@ -195,8 +211,9 @@ async def test_permanent_errors_are_recorded_and_give_the_authorisation_back(
         member_id, user = await notify.member(follow=False)
         tid = await notify.sandbox.template_id(MP, "订单支付成功通知", "subscribe_once")
         await notify.popup(user, MP, {tid: "accept"})
-        await notify.sandbox.post("/sandbox/faults", {"path": "/cgi-bin/message/subscribe/send", "errcode": 41030,
-                                                      "count": 1})
+        await notify.sandbox.post(
+            "/sandbox/faults", {"path": "/cgi-bin/message/subscribe/send", "errcode": 41030, "count": 1}
+        )
         await notify.publish(paid(member_id, "1"))
         await wait_for(lambda: query("SELECT 1 FROM sends WHERE status = 'failed'"))
         [row] = await sends_of(member_id)

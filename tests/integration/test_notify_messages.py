@@ -23,8 +23,15 @@ async def notify(clean_databases: dict[str, str], amqp: aio_pika.abc.AbstractRob
 
 def order_paid(member_id: str, order_id: str = "3705115058471208928", **kw: Any) -> OrderPaid:
     return OrderPaid(
-        order_id=order_id, shop_appid="wx0000000000000003", member_id=member_id, status=20, paid_fen=12800,
-        title="山茶花精华面霜 50ml 滋润修护特别版礼盒装", item_count=1, update_time=1, paid_at=datetime.now(UTC),
+        order_id=order_id,
+        shop_appid="wx0000000000000003",
+        member_id=member_id,
+        status=20,
+        paid_fen=12800,
+        title="山茶花精华面霜 50ml 滋润修护特别版礼盒装",
+        item_count=1,
+        update_time=1,
+        paid_at=datetime.now(UTC),
         **kw,
     )
 
@@ -94,9 +101,18 @@ async def test_customer_service_window_is_the_last_fallback(notify: Notify) -> N
     await wait_for(lambda: query("SELECT 1 FROM service_windows WHERE openid = $1", openid))
     await query("UPDATE member_apps SET following = false WHERE openid = $1", openid)
     refund = OrderRefunded(
-        order_id="3705115058471208928", shop_appid="wx0000000000000003", member_id=member_id, status=200,
-        paid_fen=12800, title="面霜", item_count=1, update_time=1, after_sale_order_id="9000000000000000001",
-        refunded_fen=3990, refunded_total_fen=3990, points_reversed=39,
+        order_id="3705115058471208928",
+        shop_appid="wx0000000000000003",
+        member_id=member_id,
+        status=200,
+        paid_fen=12800,
+        title="面霜",
+        item_count=1,
+        update_time=1,
+        after_sale_order_id="9000000000000000001",
+        refunded_fen=3990,
+        refunded_total_fen=3990,
+        points_reversed=39,
     )
     await notify.publish(refund)
     send = await final_send(member_id)
@@ -114,8 +130,11 @@ async def test_a_redelivered_event_sends_nothing_new(notify: Notify) -> None:
     await notify.publish(order_paid(member_id), envelope=envelope)  # the same event again
     # And the same order paid again under a new event id (a producer's retry): one message per order.
     await notify.publish(order_paid(member_id))
-    await wait_for(lambda: query("SELECT 1 FROM inbox WHERE consumer = 'notify' AND event_type = 'commerce.order.paid' "
-                                 "HAVING count(*) >= 2"))
+    await wait_for(
+        lambda: query(
+            "SELECT 1 FROM inbox WHERE consumer = 'notify' AND event_type = 'commerce.order.paid' HAVING count(*) >= 2"
+        )
+    )
     assert len(await sends_of(member_id)) == 1
     assert len(await notify.sandbox.inbox(user)) == 1
 
@@ -126,8 +145,12 @@ async def test_template_receipt_marks_the_send_delivered(notify: Notify) -> None
     send = await final_send(member_id)
     [msg] = await notify.sandbox.inbox(user)
     assert send["msgid"] == msg["msgid"]
-    await notify.push("oa", OA, user["openids"][OA],
-                      {"MsgType": "event", "Event": "TEMPLATESENDJOBFINISH", "MsgID": msg["msgid"], "Status": "success"})
+    await notify.push(
+        "oa",
+        OA,
+        user["openids"][OA],
+        {"MsgType": "event", "Event": "TEMPLATESENDJOBFINISH", "MsgID": msg["msgid"], "Status": "success"},
+    )
 
     async def delivered() -> bool:
         return (await sends_of(member_id))[0]["status"] == "delivered"
@@ -142,8 +165,17 @@ async def test_subscription_notice_receipt_and_long_term_consent(notify: Notify)
     tid = await notify.sandbox.template_id(OA, "积分到账提醒", "subscribe_long")
     await notify.popup(user, OA, {tid: "accept"})
     for n in range(2):
-        await notify.publish(PointsEarned(member_id=member_id, available=100 + n, pending=0, entry_id=f"e{n}",
-                                          points=10, state="available", rule="order"))
+        await notify.publish(
+            PointsEarned(
+                member_id=member_id,
+                available=100 + n,
+                pending=0,
+                entry_id=f"e{n}",
+                points=10,
+                state="available",
+                rule="order",
+            )
+        )
 
     async def both_sent() -> Any:
         rows = await sends_of(member_id)
@@ -155,10 +187,16 @@ async def test_subscription_notice_receipt_and_long_term_consent(notify: Notify)
     [auth] = await query("SELECT long_term FROM authorisations WHERE template_id = $1", tid)
     assert auth["long_term"] is True
     msgid = rows[0]["msgid"]
-    await notify.push("oa", OA, user["openids"][OA], {
-        "MsgType": "event", "Event": "subscribe_msg_sent_event",
-        "List": {"TemplateId": tid, "MsgID": msgid, "ErrorCode": "0", "ErrorStatus": "success"},
-    })
+    await notify.push(
+        "oa",
+        OA,
+        user["openids"][OA],
+        {
+            "MsgType": "event",
+            "Event": "subscribe_msg_sent_event",
+            "List": {"TemplateId": tid, "MsgID": msgid, "ErrorCode": "0", "ErrorStatus": "success"},
+        },
+    )
 
     async def delivered() -> bool:
         return any(r["status"] == "delivered" for r in await sends_of(member_id))
@@ -204,7 +242,9 @@ async def test_subscriptions_bad_input_is_refused_and_writes_nothing(notify: Not
 async def test_internal_routes_need_the_internal_token(notify: Notify) -> None:
     r = await notify.api.get("/internal/members/x/messages", headers={"X-Siyu-Internal-Token": "wrong"})
     assert r.status_code == 401
-    r = await notify.api.post("/internal/opens", json={"member_id": "x", "page": "p"}, headers={"X-Siyu-Internal-Token": ""})
+    r = await notify.api.post(
+        "/internal/opens", json={"member_id": "x", "page": "p"}, headers={"X-Siyu-Internal-Token": ""}
+    )
     assert r.status_code == 401
 
 
@@ -215,8 +255,9 @@ async def test_unknown_member_subscriptions_is_404(notify: Notify) -> None:
 
 async def test_a_push_that_is_not_a_popup_is_dead_lettered_not_applied(notify: Notify) -> None:
     _, user = await notify.member(follow=False)
-    await notify.push("mp", MP, user["openids"][MP], {"MsgType": "event", "Event": "subscribe_msg_popup_event",
-                                                       "List": "garbage"})
+    await notify.push(
+        "mp", MP, user["openids"][MP], {"MsgType": "event", "Event": "subscribe_msg_popup_event", "List": "garbage"}
+    )
     await notify.push("mp", MP, user["openids"][MP], {"MsgType": "text", "Content": "hi", "MsgId": "42"})
     await wait_for(lambda: query("SELECT 1 FROM service_windows"))
     assert await query("SELECT 1 FROM authorisations") == []

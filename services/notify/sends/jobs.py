@@ -117,10 +117,11 @@ class Sender:
             if end is not None:
                 await self._reschedule(send, "deferred", "quiet_hours", end)
                 return "deferred"
+            assert send.lease_until is not None
             async with deps.db.unit_of_work() as uow:
-                if await CapService(CapRepository(uow.conn), deps.caps).take(send.member_id, now):
-                    await SendRepository(uow.conn).cap_counted(send.id)
-                else:
+                if not await SendRepository(uow.conn).cap_counted(send.id, send.lease_until):
+                    return "lease_lost"
+                if not await CapService(CapRepository(uow.conn), deps.caps).take(send.member_id, now):
                     await SendRepository(uow.conn).skipped(send.id, "cap_reached")
                     await SendService(uow, deps.library, deps.quiet).release(send)
                     return "cap_reached"
@@ -136,8 +137,10 @@ class Sender:
             return "quota"
         if permit.wait > 0:
             await asyncio.sleep(permit.wait)
+        assert send.lease_until is not None
         async with deps.db.connection() as conn:
-            await SendRepository(conn).calling(send.id)
+            if not await SendRepository(conn).calling(send.id, send.lease_until, deps.clock(), self.s.send_lease_seconds):
+                return "lease_lost"  # another sender has it now: it decides
         started = time.perf_counter()
         try:
             answer = await deps.wechat.call(send.appid, "POST", api, json=wechat_body(send, deps))

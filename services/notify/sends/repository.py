@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 
 _COLUMNS = """id, idempotency_key, member_id, rule, campaign_id, kind, channel, appid, openid, template_id, data,
-page, status, reason, attempts, authorised, cap_counted, due_at"""
+page, status, reason, attempts, authorised, cap_counted, due_at, lease_until"""
 
 _INSERT = """
 INSERT INTO sends (idempotency_key, member_id, rule, campaign_id, kind, priority, status, due_at)
@@ -50,8 +50,14 @@ _SKIPPED = """
 UPDATE sends SET status = 'skipped', reason = $2, lease_until = NULL
 WHERE id = $1 AND status IN ('pending', 'deferred')
 """
-_CAP_COUNTED = "UPDATE sends SET cap_counted = true WHERE id = $1"
-_CALLING = "UPDATE sends SET calling_at = now() WHERE id = $1"
+# Fenced by the lease: a sender whose lease ran out (and was claimed again) must not act on the send.
+_CAP_COUNTED = """
+UPDATE sends SET cap_counted = true WHERE id = $1 AND lease_until = $2 AND NOT cap_counted RETURNING true
+"""
+_CALLING = """
+UPDATE sends SET calling_at = now(), lease_until = $3::timestamptz + make_interval(secs => $4)
+WHERE id = $1 AND lease_until = $2 AND status IN ('pending', 'deferred') RETURNING true
+"""
 # A replica died during WeChat's call: only a template message (client_msg_id) may be sent again;
 # any other may have reached the member, and a second one must not.
 _UNKNOWN = """
@@ -167,6 +173,7 @@ class Send:
     authorised: bool
     cap_counted: bool
     due_at: datetime
+    lease_until: datetime | None
 
 
 class SendRepository:
@@ -227,11 +234,12 @@ class SendRepository:
     async def skipped(self, send_id: int, reason: str) -> None:
         await self.conn.execute(_SKIPPED, send_id, reason)
 
-    async def cap_counted(self, send_id: int) -> None:
-        await self.conn.execute(_CAP_COUNTED, send_id)
+    async def cap_counted(self, send_id: int, lease: datetime) -> bool:
+        return bool(await self.conn.fetchval(_CAP_COUNTED, send_id, lease))
 
-    async def calling(self, send_id: int) -> None:
-        await self.conn.execute(_CALLING, send_id)
+    async def calling(self, send_id: int, lease: datetime, now: datetime, seconds: float) -> bool:
+        """Mark the call as under way (and renew the lease for it); False when the lease was lost."""
+        return bool(await self.conn.fetchval(_CALLING, send_id, lease, now, seconds))
 
     async def outcome_unknown(self, now: datetime) -> int:
         return len(await self.conn.fetch(_UNKNOWN, now))
