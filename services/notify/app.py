@@ -1,7 +1,8 @@
 """notify: decides whether, when and how to reach a member — rules turning domain events into
 messages, channel choice through the member's follow state, authorisations and service windows,
 marketing caps and quiet hours, WeChat's rates and quotas shared by every replica, campaigns,
-abandoned-order reminders and the funnel; and the service account's passive replies."""
+abandoned-order reminders and the funnel; and the service account's passive replies (the rules it
+publishes to the gateway, the replies that need data, the customer-service messages that follow)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from services.notify.abandoned.jobs import abandoned_forever
 from services.notify.authorisations.endpoints import router as authorisations
 from services.notify.campaigns.endpoints import router as campaigns
 from services.notify.campaigns.jobs import campaigns_forever
+from services.notify.deliveries.service import delivery_sender, delivery_sweeper
 from services.notify.deps import Clock, deps_factory, utc_now
 from services.notify.funnel.endpoints import router as funnel
+from services.notify.replies.endpoints import router as replies
+from services.notify.replies.service import load_rules as load_reply_rules
+from services.notify.replies.service import reply_rules_publisher
 from services.notify.rules.service import load_rules
 from services.notify.sends.endpoints import router as sends
 from services.notify.sends.jobs import send_forever
@@ -32,14 +37,25 @@ def create_app(
     identity: httpx.AsyncClient | None = None,
     commerce: httpx.AsyncClient | None = None,
 ) -> FastAPI:
+    """``clock``, ``wechat_transport``, ``identity`` and ``commerce`` are for tests (an injected clock,
+    the in-process sandbox, stand-ins for the peers); the defaults are the real ones."""
     settings = settings or load_settings(NotifySettings)
-    load_rules(settings.message_rules_file)  # a bad rules file stops the start, not the first message
+    # Bad rule files stop the start, not the first reply or message.
+    load_reply_rules(settings.reply_rules_file)
+    load_rules(settings.message_rules_file)
     return create_service_app(
         settings,
         make_deps=deps_factory(clock, wechat_transport, identity, commerce),
-        routers=[authorisations, sends, funnel, campaigns],
+        routers=[replies, authorisations, sends, funnel, campaigns],
         subscriptions=SUBSCRIPTIONS,
-        background=[send_forever, campaigns_forever, abandoned_forever],
+        background=[
+            reply_rules_publisher,
+            delivery_sender,
+            delivery_sweeper,
+            send_forever,
+            campaigns_forever,
+            abandoned_forever,
+        ],
         consumed_types=consumed_types(),
         description=__doc__ or "",
     )

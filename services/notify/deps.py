@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -11,12 +11,15 @@ import httpx
 from fastapi import Depends
 
 from services.notify.limits.service import Caps, QuietHours
+from services.notify.replies.service import PointsLookup
+from services.notify.replies.service import load_rules as load_reply_rules
 from services.notify.rules.service import RulesFile, check_rules, load_rules
 from services.notify.settings import NotifySettings
 from services.notify.templates.service import TemplateLibrary, load_library
 from shared.app import Runtime, get_deps
 from shared.db import Database
 from shared.http import create_client
+from shared.replies import ReplyRuleSet
 from shared.wechat.apps import AppKind
 from shared.wechat.client import WeChatClient
 
@@ -31,9 +34,11 @@ def utc_now() -> datetime:
 class NotifyDeps:
     settings: NotifySettings
     db: Database
-    # Sends are retried by the sender on its own schedule (a durable backoff), so its client tries once.
+    # Sends are retried by the senders on their own schedule (a durable backoff), so the client tries once.
     wechat: WeChatClient
     wechat_http: httpx.AsyncClient
+    reply_rules: ReplyRuleSet
+    points: PointsLookup
     rules: RulesFile
     library: TemplateLibrary
     quiet: QuietHours
@@ -64,21 +69,34 @@ def build_deps(
     check_rules(rules, library)
     apps = settings.wechat_apps
     token = settings.internal_token_value
+    commerce = commerce or create_client(
+        settings.commerce_url,
+        internal_token=token,
+        timeout=settings.commerce_timeout_seconds,
+        retries=1,
+        max_connections=16,
+    )
     return NotifyDeps(
         settings=settings,
         db=db,
         wechat=WeChatClient(wechat_http, settings.wechat_apps, max_attempts=1),
         wechat_http=wechat_http,
+        reply_rules=load_reply_rules(settings.reply_rules_file),
+        points=PointsLookup(commerce, timeout=settings.commerce_timeout_seconds),
         rules=rules,
         library=library,
         quiet=QuietHours.parse(settings.quiet_hours),
         caps=Caps(settings.marketing_cap_day, settings.marketing_cap_week),
         identity=identity or create_client(settings.identity_url, internal_token=token),
-        commerce=commerce or create_client(settings.commerce_url, internal_token=token, retries=0),
+        commerce=commerce,
         clock=clock,
         oa_appid=next((a.appid for a in apps.apps if a.kind is AppKind.OFFICIAL_ACCOUNT), None),
         mp_appid=next((a.appid for a in apps.apps if a.kind is AppKind.MINI_PROGRAM), None),
     )
+
+
+async def make_deps(rt: Runtime[NotifySettings]) -> NotifyDeps:
+    return await deps_factory()(rt)
 
 
 def deps_factory(
@@ -86,7 +104,7 @@ def deps_factory(
     wechat_transport: httpx.AsyncBaseTransport | None = None,
     identity: httpx.AsyncClient | None = None,
     commerce: httpx.AsyncClient | None = None,
-) -> Callable[[Runtime[NotifySettings]], object]:
+) -> Callable[[Runtime[NotifySettings]], Awaitable[NotifyDeps]]:
     """``make_deps`` for the app; tests inject a clock, WeChat's transport and the peer services."""
 
     async def make_deps(rt: Runtime[NotifySettings]) -> NotifyDeps:

@@ -54,7 +54,17 @@ class NotifySettings(_Base):  # type: ignore[valid-type,misc]
         default="formal", pattern="^(developer|trial|formal)$", validation_alias="NOTIFY_MINIPROGRAM_STATE"
     )
     identity_url: str = Field(default="http://127.0.0.1:8001", validation_alias="NOTIFY_IDENTITY_URL")
+
+    # Where commerce answers a member's points (a reply that needs data), and how long a reply may
+    # wait for it: inside the gateway's reply budget (GATEWAY_REPLY_BUDGET_SECONDS, 1.5 s), so
+    # notify can still say "defer" in time.
     commerce_url: str = Field(default="http://127.0.0.1:8002", validation_alias="NOTIFY_COMMERCE_URL")
+    commerce_timeout_seconds: float = Field(
+        default=0.8, validation_alias="NOTIFY_COMMERCE_TIMEOUT_SECONDS", gt=0, le=10
+    )
+    # A customer-service send that has not reported back after this long died with its process
+    # (the WeChat client gives up well before): it is marked unknown, never sent again.
+    delivery_stuck_seconds: int = Field(default=300, validation_alias="NOTIFY_DELIVERY_STUCK_SECONDS", ge=60)
 
     @field_validator("quiet_hours")
     @classmethod

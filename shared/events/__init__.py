@@ -20,6 +20,7 @@ from shared.events.identity import (
     MemberUnmerged,
     PhoneBound,
 )
+from shared.events.notify import ReplyRulesPublished
 from shared.events.wechat import WeChatPushReceived
 
 DOMAIN_EVENTS: tuple[type[EventData], ...] = (
@@ -31,6 +32,7 @@ DOMAIN_EVENTS: tuple[type[EventData], ...] = (
     MemberUnmerged,
     PhoneBound,
     MemberTagsChanged,
+    ReplyRulesPublished,
     *COMMERCE_EVENTS,
 )
 
@@ -72,6 +74,7 @@ __all__ = [
     "MemberUnmerged",
     "PhoneBound",
     "ReplyDeferred",
+    "ReplyRulesPublished",
     "WeChatPushReceived",
     "data_model",
     "register",

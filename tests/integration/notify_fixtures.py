@@ -305,3 +305,32 @@ async def open_window(notify: Notify, user: dict[str, Any]) -> None:
 
 def beijing(y: int, m: int, d: int, hh: int, mm: int = 0) -> datetime:
     return datetime(y, m, d, hh, mm, tzinfo=UTC) - timedelta(hours=8)
+
+
+def mock_template_library(router: Any, base: str, apps: Any) -> None:
+    """For a respx-mocked WeChat: the template lists notify reads at start, as the sandbox keeps them."""
+    from tools.wechat_sandbox.messages import NEWTMPL_TYPE, TEMPLATE, TemplateLibrary
+
+    library = TemplateLibrary(apps, seed=0)
+
+    def oa_templates(request: httpx.Request) -> httpx.Response:
+        items = [t for a in apps.apps for t in library.of_app(a.appid) if t.kind == TEMPLATE]
+        return httpx.Response(
+            200,
+            json={
+                "template_list": [{"template_id": t.template_id, "title": t.title, "content": t.content} for t in items]
+            },
+        )
+
+    def subscribe_templates(request: httpx.Request) -> httpx.Response:
+        # One answer for every app: the ids differ per app, but only the titles and fields are checked.
+        items = [t for t in library.of_app(apps.apps[1].appid if len(apps.apps) > 1 else "") if t.kind in NEWTMPL_TYPE]
+        oa = [t for a in apps.apps for t in library.of_app(a.appid) if t.kind in NEWTMPL_TYPE]
+        data = [
+            {"priTmplId": t.template_id, "title": t.title, "content": t.content, "type": NEWTMPL_TYPE[t.kind]}
+            for t in oa + items
+        ]
+        return httpx.Response(200, json={"errcode": 0, "errmsg": "ok", "data": data})
+
+    router.get(f"{base}/cgi-bin/template/get_all_private_template").mock(side_effect=oa_templates)
+    router.get(f"{base}/wxaapi/newtmpl/gettemplate").mock(side_effect=subscribe_templates)

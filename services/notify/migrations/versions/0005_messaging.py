@@ -1,13 +1,13 @@
 """messaging: member channels, service windows, authorisations, sends, limits, campaigns, abandoned orders
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 """
 
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
