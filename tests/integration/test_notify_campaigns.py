@@ -263,7 +263,7 @@ async def test_abandoned_order_is_reminded_once_and_not_when_paid(
 
 async def test_abandoned_order_without_commerce_coupon_still_reminds_and_records_why(notify: Notify) -> None:
     # notify_stack's commerce answers 404 (the endpoint does not exist there): degrade, remind without.
-    member_id, user = await notify.member(follow=True, mp=False)
+    member_id, _ = await notify.member(follow=True, mp=False)
     await notify.publish(
         OrderCreated(
             order_id="7100000000000000001",

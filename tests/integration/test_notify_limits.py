@@ -103,7 +103,7 @@ async def test_quiet_hours_defer_marketing_until_they_end(
         assert (await notify.api.post(f"/internal/campaigns/{cid}/start")).status_code == 202
 
         async def deferred() -> Any:
-            rows = [r for r in await sends_of(member_id) if r["campaign_id"]]
+            rows = [r for r in await sends_of(member_id) if r["campaign_id"]]  # noqa: B023 - awaited in this iteration
             return rows and rows[0]["status"] == "deferred" and rows[0]
 
         row = await wait_for(deferred)
@@ -197,7 +197,7 @@ async def test_busy_is_retried_with_backoff_then_dead_lettered_and_redriven(
         assert (await notify.api.post("/internal/dead-letters/send-999999/redrive")).status_code == 404
         assert (await notify.api.post("/internal/dead-letters/nonsense/redrive")).status_code == 404
         assert (await notify.api.post(f"/internal/dead-letters/{dead['id']}/redrive")).status_code == 202
-        await wait_for(lambda: query("SELECT 1 FROM sends WHERE member_id = $1 AND status = 'sent'", b))
+        await wait_for(lambda b=b: query("SELECT 1 FROM sends WHERE member_id = $1 AND status = 'sent'", b))
         assert (await notify.api.get("/internal/dead-letters")).json() == []
         assert len(await notify.sandbox.inbox(user_b)) == 1
 

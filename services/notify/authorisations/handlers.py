@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from services.notify.authorisations.service import AuthorisationService
+from services.notify.authorisations.service import Answer, AuthorisationService
 from shared.bus.consumer import EventContext, PoisonMessage
 from shared.events import WeChatPushReceived
 from shared.wechat.apps import AppKind
@@ -37,7 +37,7 @@ async def on_subscribe_popup(event: WeChatPushReceived, ctx: EventContext[Notify
     at = datetime.fromtimestamp(event.create_time, UTC)
     for item in push.items:
         if item.template_id:
-            answer = "accept" if item.accepted else "reject"
+            answer: Answer = "accept" if item.accepted else "reject"
             await service.answer(event.appid, event.openid, item.template_id[:64], answer, "push", at)
 
 

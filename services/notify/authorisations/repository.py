@@ -15,7 +15,8 @@ WITH twin AS (
     UPDATE authorisation_grants SET matched = true
     WHERE id = (SELECT id FROM authorisation_grants
                 WHERE appid = $1 AND openid = $2 AND template_id = $3 AND source <> $4 AND NOT matched
-                  AND granted_at BETWEEN $5::timestamptz - interval '2 minutes' AND $5::timestamptz + interval '2 minutes'
+                  AND granted_at BETWEEN $5::timestamptz - interval '2 minutes'
+                                     AND $5::timestamptz + interval '2 minutes'
                 ORDER BY granted_at LIMIT 1)
     RETURNING id
 )

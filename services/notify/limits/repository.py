@@ -75,7 +75,8 @@ RETURNING paused_until
 _PAUSE_TO_MIDNIGHT = """
 INSERT INTO api_budgets AS b (appid, api, day, used, tat, paused_until)
 VALUES ($1, $2, (clock_timestamp() AT TIME ZONE 'Asia/Shanghai')::date, 0, clock_timestamp(),
-        (date_trunc('day', clock_timestamp() AT TIME ZONE 'Asia/Shanghai') + interval '1 day') AT TIME ZONE 'Asia/Shanghai')
+        (date_trunc('day', clock_timestamp() AT TIME ZONE 'Asia/Shanghai') + interval '1 day')
+            AT TIME ZONE 'Asia/Shanghai')
 ON CONFLICT (appid, api) DO UPDATE SET paused_until = GREATEST(b.paused_until, EXCLUDED.paused_until)
 RETURNING paused_until
 """

@@ -8,11 +8,13 @@ import asyncpg
 
 _UPSERT_IDENTITY = """
 INSERT INTO member_apps (appid, openid, member_id, app_kind) VALUES ($1, $2, $3, $4)
-ON CONFLICT (appid, openid) DO UPDATE SET member_id = EXCLUDED.member_id, app_kind = EXCLUDED.app_kind, updated_at = now()
+ON CONFLICT (appid, openid) DO UPDATE SET
+    member_id = EXCLUDED.member_id, app_kind = EXCLUDED.app_kind, updated_at = now()
 """
 _SET_FOLLOWING = """
 INSERT INTO member_apps (appid, openid, member_id, app_kind, following) VALUES ($1, $2, $3, 'official_account', $4)
-ON CONFLICT (appid, openid) DO UPDATE SET member_id = EXCLUDED.member_id, following = EXCLUDED.following, updated_at = now()
+ON CONFLICT (appid, openid) DO UPDATE SET
+    member_id = EXCLUDED.member_id, following = EXCLUDED.following, updated_at = now()
 """
 _NOT_FOLLOWING = "UPDATE member_apps SET following = false, updated_at = now() WHERE appid = $1 AND openid = $2"
 _MERGE = "UPDATE member_apps SET member_id = $1, updated_at = now() WHERE member_id = $2"
@@ -20,9 +22,11 @@ _CHANNELS = """
 SELECT m.appid, m.app_kind, m.openid, m.following,
        COALESCE(w.expires_at > now() AND w.remaining > 0, false) AS window_open,
        COALESCE((SELECT sum(a.remaining) FROM authorisations a
-                 WHERE a.appid = m.appid AND a.openid = m.openid AND a.template_id = ANY($2::text[])), 0)::int AS remaining,
+                 WHERE a.appid = m.appid AND a.openid = m.openid
+                   AND a.template_id = ANY($2::text[])), 0)::int AS remaining,
        COALESCE((SELECT bool_or(a.long_term) FROM authorisations a
-                 WHERE a.appid = m.appid AND a.openid = m.openid AND a.template_id = ANY($2::text[])), false) AS long_term
+                 WHERE a.appid = m.appid AND a.openid = m.openid
+                   AND a.template_id = ANY($2::text[])), false) AS long_term
 FROM member_apps m
 LEFT JOIN service_windows w ON w.appid = m.appid AND w.openid = m.openid
 WHERE m.member_id = $1

@@ -139,7 +139,9 @@ class Sender:
             await asyncio.sleep(permit.wait)
         assert send.lease_until is not None
         async with deps.db.connection() as conn:
-            if not await SendRepository(conn).calling(send.id, send.lease_until, deps.clock(), self.s.send_lease_seconds):
+            if not await SendRepository(conn).calling(
+                send.id, send.lease_until, deps.clock(), self.s.send_lease_seconds
+            ):
                 return "lease_lost"  # another sender has it now: it decides
         started = time.perf_counter()
         try:

@@ -39,7 +39,8 @@ UPDATE sends SET status = $2, reason = $3, due_at = $4, lease_until = NULL, call
 WHERE id = $1 AND status IN ('pending', 'deferred')
 """
 _SENT = """
-UPDATE sends SET status = 'sent', reason = NULL, msgid = $2, sent_at = now(), lease_until = NULL, attempts = attempts + 1
+UPDATE sends SET status = 'sent', reason = NULL, msgid = $2, sent_at = now(), lease_until = NULL,
+    attempts = attempts + 1
 WHERE id = $1 AND status IN ('pending', 'deferred')
 """
 _FAILED = """
@@ -129,7 +130,8 @@ SELECT count(*) AS targeted,
        count(*) FILTER (WHERE opened_at IS NOT NULL) AS opened,
        count(*) FILTER (WHERE ordered_at IS NOT NULL) AS ordered,
        COALESCE((SELECT jsonb_object_agg(reason, n) FROM (
-           SELECT reason, count(*) AS n FROM sends WHERE campaign_id = $1 AND status = 'skipped' GROUP BY reason) r), '{}'::jsonb)
+           SELECT reason, count(*) AS n FROM sends WHERE campaign_id = $1 AND status = 'skipped' GROUP BY reason) r),
+           '{}'::jsonb)
            AS skipped,
        COALESCE((SELECT jsonb_object_agg(channel, n) FROM (
            SELECT channel, count(*) AS n FROM sends WHERE campaign_id = $1 AND channel IS NOT NULL

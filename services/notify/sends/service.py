@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from services.notify.authorisations.repository import AuthorisationRepository
 from services.notify.limits.service import QuietHours
@@ -140,9 +141,9 @@ class SendService:
         authorised: bool,
         due: datetime | None,
     ) -> None:
-        data: dict[str, object] = (
-            {"text": rendered.text} if choice and choice.channel is Channel.CUSTOMER_SERVICE else rendered.data
-        )  # type: ignore[assignment]
+        data: dict[str, Any] = (
+            {"text": rendered.text} if choice and choice.channel is Channel.CUSTOMER_SERVICE else dict(rendered.data)
+        )
         await self.sends.decide(
             send_id,
             channel=choice.channel.value if choice else None,
