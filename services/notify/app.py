@@ -26,6 +26,7 @@ from services.notify.sends.jobs import send_forever
 from services.notify.settings import NotifySettings
 from services.notify.subscriptions import SUBSCRIPTIONS
 from shared.app import create_service_app
+from shared.errors import ConfigurationError
 from shared.settings import load_settings
 
 
@@ -42,7 +43,13 @@ def create_app(
     settings = settings or load_settings(NotifySettings)
     # Bad rule files stop the start, not the first reply or message.
     load_reply_rules(settings.reply_rules_file)
-    load_rules(settings.message_rules_file)
+    unconsumed = set(load_rules(settings.message_rules_file).event_types()) - set(SUBSCRIPTIONS)
+    if unconsumed:
+        # The manifest (bound at deploy time) is built from the committed rules file's events.
+        raise ConfigurationError(
+            f"NOTIFY_MESSAGE_RULES_FILE names events notify does not consume: {sorted(unconsumed)}; "
+            "add them to deploy/dev/message-rules.yaml or services/notify/subscriptions.py"
+        )
     return create_service_app(
         settings,
         make_deps=deps_factory(clock, wechat_transport, identity, commerce),
