@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from services.notify.rules.service import RulesFile, check_rules, load_rules
 from services.notify.settings import NotifySettings
 from services.notify.templates.service import TemplateLibrary, load_library
 from shared.app import Runtime, get_deps
-from shared.db import Database
+from shared.db import Database, is_transient
 from shared.http import create_client
 from shared.replies import ReplyRuleSet
 from shared.wechat.apps import AppKind
@@ -110,13 +111,27 @@ def deps_factory(
     async def make_deps(rt: Runtime[NotifySettings]) -> NotifyDeps:
         s = rt.settings
         load_rules(s.message_rules_file)  # a broken file fails before WeChat is asked anything
-        async with create_client(s.wechat_api_base, retries=0, transport=wechat_transport) as http:
-            library = await load_library(WeChatClient(http, s.wechat_apps), s.wechat_apps)
+        library = await _library_at_start(s, wechat_transport)
         # A transport is closed with its client: the sender's client gets its own when one was injected.
         http = create_client(s.wechat_api_base, timeout=10.0, retries=0, transport=wechat_transport)
         return build_deps(s, rt.db, http, library, clock=clock, identity=identity, commerce=commerce)
 
     return make_deps
+
+
+async def _library_at_start(
+    s: NotifySettings, transport: httpx.AsyncBaseTransport | None, within_s: float = 30.0
+) -> TemplateLibrary:
+    """The template library; WeChat (the sandbox under ``make run``) may still be starting."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    async with create_client(s.wechat_api_base, retries=0, transport=transport) as http:
+        while True:
+            try:
+                return await load_library(WeChatClient(http, s.wechat_apps), s.wechat_apps)
+            except Exception as exc:
+                if not is_transient(exc) or asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
 
 
 Deps = Annotated[NotifyDeps, Depends(get_deps)]
