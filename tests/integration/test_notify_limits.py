@@ -150,7 +150,7 @@ async def test_wechat_daily_quota_45009_pauses_the_app(
         assert [(r["status"], r["reason"]) for r in rows] == [
             ("sent", None),
             ("deferred", "45009"),
-            ("deferred", "quota_exhausted"),
+            ("deferred", "paused"),
         ]
         limits = await notify.sandbox.get("/sandbox/limits")
         assert limits[TEMPLATE]["calls"] == 2  # the paused app did not call again

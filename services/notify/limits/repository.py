@@ -87,6 +87,7 @@ class Permit:
     granted: bool
     wait: float = 0.0  # seconds until the reserved slot
     until: datetime | None = None  # when refused: when to try again
+    reason: str | None = None  # when refused: "paused" (45009/45011) or "quota_exhausted" (our count)
 
 
 class BudgetRepository:
@@ -98,7 +99,9 @@ class BudgetRepository:
         if wait is not None:
             return Permit(True, float(wait))
         row = await self.conn.fetchrow(_REFUSAL, appid, api)
-        return Permit(False, until=row["until"] if row else None)
+        if row is None:
+            return Permit(False, reason="quota_exhausted")
+        return Permit(False, until=row["until"], reason="paused" if row["paused"] else "quota_exhausted")
 
     async def pause_for(self, appid: str, api: str, seconds: float) -> datetime:
         until: datetime = await self.conn.fetchval(_PAUSE_SECONDS, appid, api, seconds)
