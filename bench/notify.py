@@ -96,6 +96,7 @@ async def bench(run: Run) -> None:
         await stack.wait_ready()
         async with httpx.AsyncClient(base_url=sandbox_url, timeout=30) as sandbox:
             members = await _seed(sandbox, url, n)
+            print(f"  seeded {n} members", flush=True)
 
             # --- order paid → template message ---------------------------------------------------
             case = run.new_case(
