@@ -108,28 +108,34 @@ class SendService:
         )
         if send_id is None:
             return Decision(None, "duplicate", None, None)
-        apps = await self.members.channels(member_id, template_ids(rule, self.library))
-        choice = choose(rule, apps, self.library)
-        if isinstance(choice, str):
-            await self._record(send_id, None, rendered, "skipped", choice, False, None)
-            return Decision(send_id, "skipped", None, choice)
+        ids = template_ids(rule, self.library)
         authorised = False
-        if choice.channel in (Channel.MP_SUBSCRIBE, Channel.OA_SUBSCRIBE_NOTICE):
-            assert choice.template_id is not None
-            authorised = await self.authorisations.consume(choice.app.appid, choice.app.openid, choice.template_id)
-            if not authorised:  # spent by a concurrent send since it was read
-                await self._record(send_id, None, rendered, "skipped", SKIP_REASON[choice.channel], False, None)
-                return Decision(send_id, "skipped", None, SKIP_REASON[choice.channel])
-        elif choice.channel is Channel.CUSTOMER_SERVICE and not await self.windows.use(
-            choice.app.appid, choice.app.openid
-        ):
-            await self._record(send_id, None, rendered, "skipped", "no_service_window", False, None)
-            return Decision(send_id, "skipped", None, "no_service_window")
+        for _ in range(len(rule.channels)):
+            choice = choose(rule, await self.members.channels(member_id, ids), self.library)
+            if isinstance(choice, str):
+                await self._record(send_id, None, rendered, "skipped", choice, False, None)
+                return Decision(send_id, "skipped", None, choice)
+            if await self._spend(choice):
+                authorised = choice.channel in (Channel.MP_SUBSCRIBE, Channel.OA_SUBSCRIBE_NOTICE)
+                break
+            # Spent by a concurrent decision since it was read: read again, the next channel may do.
+        else:
+            await self._record(send_id, None, rendered, "skipped", "no_channel", False, None)
+            return Decision(send_id, "skipped", None, "no_channel")
         status, reason, due = "pending", None, None
         if rule.kind == "marketing" and (end := self.quiet.ends_at(now)) is not None:
             status, reason, due = "deferred", "quiet_hours", end
         await self._record(send_id, choice, rendered, status, reason, authorised, due)
         return Decision(send_id, status, choice.channel.value, reason)
+
+    async def _spend(self, choice: Choice) -> bool:
+        """Take what the channel needs (one row lock each): False when a concurrent send took it first."""
+        if choice.channel in (Channel.MP_SUBSCRIBE, Channel.OA_SUBSCRIBE_NOTICE):
+            assert choice.template_id is not None
+            return await self.authorisations.consume(choice.app.appid, choice.app.openid, choice.template_id)
+        if choice.channel is Channel.CUSTOMER_SERVICE:
+            return await self.windows.use(choice.app.appid, choice.app.openid)
+        return True
 
     async def _record(
         self,
