@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiormq
 import asyncpg
 import orjson
 from sqlalchemy import MetaData, make_url
@@ -86,9 +87,18 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
         return state in _TRANSIENT_SQLSTATES or state[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    # A connection that died under a statement, a pool that timed out handing one out, a refused
-    # TCP connect: all of asyncpg's interface errors are about the connection, never the SQL.
-    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | ConnectionError)
+    if isinstance(exc, asyncpg.InterfaceError):
+        # Most interface errors are the caller's bug (a wrong number of arguments, an operation
+        # already in progress): holding the event for those would stall it forever. Only a
+        # connection or pool that is gone is the database being away.
+        return any(m in str(exc) for m in _GONE_MESSAGES)
+    # A refused or reset TCP connection (asyncpg, aio-pika's connection errors are OSErrors too),
+    # a pool that timed out handing out a connection, a broker channel closed under us.
+    return isinstance(exc, OSError | TimeoutError | aiormq.exceptions.ChannelInvalidStateError)
+
+
+# asyncpg.InterfaceError messages that mean "the connection or pool is gone", not "wrong call".
+_GONE_MESSAGES = ("connection is closed", "connection was closed", "pool is closing", "pool is closed")
 
 
 # --- the runtime database: asyncpg ----------------------------------------------------------------
