@@ -17,13 +17,13 @@ from collections import Counter
 from typing import Any
 
 import pytest
+import asyncpg
 from aio_pika.abc import AbstractExchange
-from sqlalchemy.ext.asyncio import AsyncSession
+from prometheus_client import REGISTRY
 
 from shared.bus import ops
 from shared.bus.consumer import EventContext, Prefetching
-from shared.bus.outbox import OutboxRelay
-from shared.db import transaction
+from shared.bus.relay import OutboxRelay, _Outcomes
 from shared.events.envelope import Envelope
 from tests.conftest import AMQP, NAMESPACE
 from tests.integration.bus_fixtures import (
@@ -62,17 +62,17 @@ class CrashAfterPublish(OutboxRelay):
 
     crashes = 1
 
-    async def _mark(self, session: AsyncSession, outcomes: dict[str, list[Any]]) -> None:
+    async def _mark(self, conn: asyncpg.Connection, outcomes: _Outcomes) -> None:
         if self.crashes:
             self.crashes -= 1
             raise ConnectionError("relay stopped after publishing, before marking sent")
-        await super()._mark(session, outcomes)
+        await super()._mark(conn, outcomes)
 
 
 async def test_relay_stopped_after_publish_redelivers_and_the_effect_happens_once(bus: Bus) -> None:
     consumer = await bus.consumer("c")
     _, seen = await bus.probe(THING)
-    [event_id] = await bus.db.add_events(bus.outbox, [1])
+    [event_id] = await bus.db.add_events([1])
     connection = await bus.connect("relay")
 
     crashing = bus.relay(CrashAfterPublish, connection=connection)
@@ -104,7 +104,7 @@ async def test_relay_stopped_after_publish_redelivers_and_the_effect_happens_onc
 async def test_failing_handler_is_retried_with_backoff_then_dead_lettered_and_redriven(bus: Bus) -> None:
     behaviour = Behaviour(fail="boom: the handler's dependency is down")
     consumer = await bus.consumer("c", deps=behaviour)
-    [event_id] = await bus.db.add_events(bus.outbox, [7])
+    [event_id] = await bus.db.add_events([7])
     relay = bus.relay(connection=await bus.connect("relay"))
     assert await relay.relay_once() == 1
 
@@ -231,14 +231,13 @@ async def test_connections_dropped_mid_run_lose_nothing_and_duplicate_no_effect(
     behaviour = Behaviour()
     consumer = await bus.consumer("c", deps=behaviour, connection=consumer_connection, prefetch=50)
     relay = bus.relay(GatedRelay, connection=relay_connection, batch_size=25, poll_interval=0.2, max_backoff=1.0)
-    relay.listen_dsn = bus.db.dsn  # woken by NOTIFY on commit; polling covers rows in backoff
     bus.run_relay(relay)
 
     ids: list[uuid.UUID] = []
 
     async def produce(start: int, stop: int) -> None:
         for chunk in range(start, stop, 10):
-            ids.extend(await bus.db.add_events(bus.outbox, range(chunk, min(chunk + 10, stop))))
+            ids.extend(await bus.db.add_events(range(chunk, min(chunk + 10, stop))))
             await asyncio.sleep(0.01)
 
     async def effects_at_least(n: int) -> bool:
@@ -320,7 +319,7 @@ async def test_two_relays_on_one_outbox_publish_every_event_once(bus: Bus) -> No
     connection = await bus.connect("relays")
 
     # Deterministic part: while A holds its claim, B claims only the rows A did not.
-    ids = await bus.db.add_events(bus.outbox, range(30))
+    ids = await bus.db.add_events(range(30))
     a = bus.relay(GatedRelay, connection=connection, batch_size=10)
     b = bus.relay(connection=connection, batch_size=100)
     a.gate.clear()
@@ -340,7 +339,7 @@ async def test_two_relays_on_one_outbox_publish_every_event_once(bus: Bus) -> No
     bus.run_relay(a)
     bus.run_relay(b)
     for chunk in range(9):
-        ids += await bus.db.add_events(bus.outbox, range(100 + chunk * 30, 100 + chunk * 30 + 30))
+        ids += await bus.db.add_events(range(100 + chunk * 30, 100 + chunk * 30 + 30))
 
     async def all_seen_and_handled() -> bool:
         return len({m.message_id for m in seen}) == len(ids) and len(await bus.db.inbox_ids(consumer.consumer)) == len(
@@ -393,14 +392,14 @@ async def test_outbox_add_in_a_rolled_back_transaction_publishes_nothing(bus: Bu
     relay = bus.relay(connection=await bus.connect("relay"))
 
     with pytest.raises(RuntimeError, match="business rule"):
-        async with transaction(bus.db.sessions) as session:
-            await bus.outbox.add(session, ThingHappened(n=1))
-            raise RuntimeError("business rule failed after the event was added")
+        async with bus.db.db.unit_of_work() as uow:
+            uow.publish(ThingHappened(n=1))
+            raise RuntimeError("business rule failed after the event was published")
     assert await bus.db.outbox_rows() == []
     assert await relay.relay_once() == 0
 
     # A committed event sent after it arrives alone: had the first been published, it would be first.
-    [sentinel] = await bus.db.add_events(bus.outbox, [2])
+    [sentinel] = await bus.db.add_events([2])
     assert await relay.relay_once() == 1
 
     async def sentinel_handled() -> bool:
@@ -418,8 +417,8 @@ async def test_outbox_add_in_a_rolled_back_transaction_publishes_nothing(bus: Bu
 async def test_unroutable_events_are_marked_not_retried_and_visible_in_the_backlog(bus: Bus) -> None:
     consumer = await bus.consumer("c")
     relay = bus.relay(connection=await bus.connect("relay"))
-    [lost] = await bus.db.add_events(bus.outbox, [1], NobodyListens)
-    [routed] = await bus.db.add_events(bus.outbox, [2])
+    [lost] = await bus.db.add_events([1], NobodyListens)
+    [routed] = await bus.db.add_events([2])
 
     assert await relay.relay_once() == 2
     rows = {r.event_id: r for r in await bus.db.outbox_rows()}
@@ -450,12 +449,12 @@ async def test_a_follow_up_event_commits_with_the_handler_or_not_at_all(bus: Bus
     async def publish_follow_up(data: ThingHappened, ctx: EventContext[Behaviour]) -> None:
         nonlocal calls
         calls += 1
-        await ctx.publish(NobodyListens(n=data.n))
+        ctx.uow.publish(NobodyListens(n=data.n))
         if calls == 1:
             raise RuntimeError("fails after publishing its follow-up")
 
     consumer = await bus.consumer("c", handlers={THING: publish_follow_up})
-    [event_id] = await bus.db.add_events(bus.outbox, [5])
+    [event_id] = await bus.db.add_events([5])
     relay = bus.relay(connection=await bus.connect("relay"))
     assert await relay.relay_once() == 1
 
@@ -511,7 +510,8 @@ async def test_prefetching_handler_fetches_outside_the_transaction_and_not_for_d
     fetched: list[tuple[int, int]] = []  # (n, pooled connections checked out while fetching)
 
     async def fetch(data: ThingHappened, deps: Behaviour) -> int:
-        fetched.append((data.n, bus.db.engine.pool.checkedout()))  # type: ignore[attr-defined]
+        pool = bus.db.db.pool
+        fetched.append((data.n, pool.get_size() - pool.get_idle_size()))
         return data.n * 10
 
     async def apply(data: ThingHappened, ctx: EventContext[Behaviour]) -> None:
