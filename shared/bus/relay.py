@@ -14,7 +14,11 @@ Outcomes:
   type: its queue is missing or unbound, and dropping the event would lose it;
 * failed → retried with exponential backoff, on the database's clock (replicas with skewed clocks
   agree); after ``max_attempts`` the row is ``parked``: it stays, is counted in
-  ``siyu_outbox_parked`` and listed by ``siyuctl outbox``, and ``siyuctl outbox retry`` re-queues it.
+  ``siyu_outbox_parked`` and listed by ``siyuctl outbox parked``, and ``siyuctl outbox retry``
+  re-queues it;
+* broker unreachable (no channel, connection lost mid-batch, confirm timed out) → not the row's
+  failure: the rows stay pending with their attempts untouched and the relay backs off, so a broker
+  outage of any length parks nothing.
 
 Running in its own process keeps publishing from competing with request handling for the
 service's event loop and CPU (``services/relay.py`` runs one relay per service database).
@@ -36,7 +40,7 @@ from prometheus_client import Counter, Gauge
 
 from shared.bus.outbox import NOTIFY_CHANNEL
 from shared.bus.topology import Topology, amqp_message
-from shared.db import Database
+from shared.db import Database, is_transient
 from shared.observability import get_logger
 
 log = get_logger(__name__)
@@ -75,6 +79,10 @@ SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
        count(*) FILTER (WHERE status = 'parked') AS parked
 FROM outbox WHERE status IN ('pending', 'parked')
 """
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker could not be reached for (part of) a batch: back off and try again."""
 
 
 @dataclass
@@ -157,26 +165,42 @@ class OutboxRelay:
         outcomes.add(row["id"], status, failed=1, delay=self.backoff(attempts), error=error[:500])
 
     async def relay_once(self) -> int:
-        """Claim, publish and mark one batch. Returns how many rows were claimed."""
+        """Claim, publish and mark one batch. Returns how many rows were claimed.
+
+        Raises :class:`BrokerUnavailable` (after recording what did go out) when the broker could
+        not be reached for some of the batch: those rows stay pending with their attempts
+        untouched, and :meth:`run` backs off.
+        """
         async with self.db.connection() as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM, self.batch_size)
             if not rows:
                 return 0
-            outcomes = await self._publish_all(rows)
-            await self._mark(conn, outcomes)
+            outcomes, broker_error = await self._publish_all(rows)
+            if outcomes.ids:
+                await self._mark(conn, outcomes)
         self._count(outcomes)
+        if broker_error is not None:
+            FAILED.labels(self.producer, "broker").inc(len(rows) - len(outcomes.ids))
+            raise BrokerUnavailable(f"{len(rows) - len(outcomes.ids)} event(s) not published: {broker_error!r}")
         return len(rows)
 
-    async def _publish_all(self, rows: list[Any]) -> _Outcomes:
+    async def _publish_all(self, rows: list[Any]) -> tuple[_Outcomes, BaseException | None]:
+        """Each row's outcome, and the broker's failure when it was unreachable for some rows.
+
+        An unreachable broker is nobody's event's fault: the rows it concerns get no outcome (they
+        stay pending, attempts untouched), so an outage however long never parks anything. Only
+        failures of a row's own (unroutable for a consumed type, a negative confirm) count toward
+        ``max_attempts``.
+        """
         outcomes = _Outcomes()
         try:
             exchange = await self._get_exchange()
-        except Exception as exc:  # broker down: every row backs off and stays pending
-            for row in rows:
-                self._failure(outcomes, row, f"broker: {exc!r}")
-            return outcomes
+        except Exception as exc:
+            await self._drop_channel()
+            return outcomes, exc
         # The whole batch is in flight at once; the confirms are awaited together.
         results = await asyncio.gather(*(self._publish(exchange, r) for r in rows), return_exceptions=True)
+        broker_error: BaseException | None = None
         for row, result in zip(rows, results, strict=True):
             if result is True:
                 outcomes.add(row["id"], "sent")
@@ -185,11 +209,13 @@ class OutboxRelay:
             elif result is False:
                 log.error("outbox.unroutable_consumed", event_type=row["type"], event_id=str(row["event_id"]))
                 self._failure(outcomes, row, "unroutable, but a service consumes this type: is the topology declared?")
+            elif isinstance(result, BaseException) and is_transient(result):
+                broker_error = result
             else:
                 self._failure(outcomes, row, repr(result))
         if any(isinstance(r, BaseException) for r in results):
             await self._drop_channel()
-        return outcomes
+        return outcomes, broker_error
 
     async def _mark(self, conn: asyncpg.Connection, outcomes: _Outcomes) -> None:
         """Record the batch's outcome. Overridable only to simulate a crash in tests."""
@@ -249,11 +275,12 @@ class OutboxRelay:
                     claimed = await self.relay_once()
                     self.healthy = True
                     failures = 0
-                except Exception as exc:  # the database is away: back off, never die
+                except Exception as exc:  # the database or the broker is away: back off, never die
                     self.healthy = False
                     failures += 1
                     log.error("outbox.relay_error", producer=self.producer, error=repr(exc))
-                    FAILED.labels(self.producer, "claim").inc()
+                    if not isinstance(exc, BrokerUnavailable):
+                        FAILED.labels(self.producer, "claim").inc()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), timeout=min(30.0, self.backoff(failures)))
                     continue
