@@ -4,8 +4,8 @@ python -m tools.siyuctl check                      # are PostgreSQL and RabbitMQ
 python -m tools.siyuctl migrate [service ...]      # create databases, run Alembic to head
 python -m tools.siyuctl revision SERVICE -m MSG    # autogenerate a migration
 python -m tools.siyuctl topology                   # declare exchanges and every service's queues
-python -m tools.siyuctl outbox                     # per service: pending, failing, parked, unroutable, oldest pending age
-python -m tools.siyuctl outbox parked [SERVICE]    # parked rows (gave up after too many attempts): id, type, attempts, error
+python -m tools.siyuctl outbox                     # per service: pending, failing, parked, unroutable, oldest pending
+python -m tools.siyuctl outbox parked [SERVICE]    # rows given up on after max attempts: id, type, attempts, error
 python -m tools.siyuctl outbox retry SERVICE (--id N [--id N ...] | --all)   # parked rows back to pending
 python -m tools.siyuctl dlq list [SERVICE]         # dead letters: count and a summary of each
 python -m tools.siyuctl dlq show SERVICE N         # the N-th dead letter in full

@@ -16,8 +16,8 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import pytest
 import asyncpg
+import pytest
 from aio_pika.abc import AbstractExchange
 from prometheus_client import REGISTRY
 
@@ -55,9 +55,7 @@ async def dlq_size(consumer: str) -> int:
 
 def broker_failures() -> float:
     """Events the relay could not publish because the broker was away (a process-wide counter)."""
-    value = REGISTRY.get_sample_value(
-        "siyu_outbox_publish_failures_total", {"producer": PRODUCER, "reason": "broker"}
-    )
+    value = REGISTRY.get_sample_value("siyu_outbox_publish_failures_total", {"producer": PRODUCER, "reason": "broker"})
     return value or 0.0
 
 

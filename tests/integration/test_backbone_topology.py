@@ -36,7 +36,11 @@ AT_LEAST_ONCE = ('{"x-dead-letter-strategy","at-least-once"}', '{"x-overflow","r
 
 def feature_flags(rabbitmqctl: str) -> dict[str, str]:
     out = subprocess.run(  # noqa: S603
-        [rabbitmqctl, "-s", "list_feature_flags", "name", "state"], capture_output=True, text=True, timeout=30, check=True
+        [rabbitmqctl, "-s", "list_feature_flags", "name", "state"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
     )
     return dict(line.split("\t", 1) for line in out.stdout.splitlines() if "\t" in line)
 
