@@ -74,10 +74,10 @@ FROM unnest($1::bigint[], $2::text[], $3::int[], $4::float8[], $5::text[]) AS v(
 WHERE o.id = v.id
 """
 
+# Two counts, each over its own partial index (one scan over both statuses reads the whole table).
 _COUNTS = """
-SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE status = 'parked') AS parked
-FROM outbox WHERE status IN ('pending', 'parked')
+SELECT (SELECT count(*) FROM outbox WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM outbox WHERE status = 'parked') AS parked
 """
 
 
