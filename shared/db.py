@@ -208,6 +208,11 @@ class Database:
             await conn.fetchval("SELECT 1", timeout=timeout)
 
 
+def batch_delete_sql(table: str, where: str, batch: int = 5000) -> str:
+    """The one statement :func:`delete_in_batches` repeats (tests EXPLAIN it to see its index)."""
+    return f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {where} LIMIT {int(batch)}))"
+
+
 async def delete_in_batches(db: Database, table: str, where: str, *args: object, batch: int = 5000) -> int:
     """Delete the rows of ``table`` matching ``where`` in short transactions of ``batch`` rows.
 
@@ -215,7 +220,7 @@ async def delete_in_batches(db: Database, table: str, where: str, *args: object,
     ``where`` should be served by an index (every retention predicate in Siyu is), or each batch
     scans the table again.
     """
-    sql = f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {where} LIMIT {int(batch)}))"
+    sql = batch_delete_sql(table, where, batch)
     total = 0
     while True:
         async with db.connection() as conn:
