@@ -87,6 +87,11 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
         return state in _TRANSIENT_SQLSTATES or state[:2] in _TRANSIENT_SQLSTATE_CLASSES
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The client's protocol state, not the statement: seen when a backend is terminated while
+        # the connection is idle ("cannot switch to state 11; another operation is in progress"),
+        # and for a statement cache outdated by a schema change. A fresh connection passes.
+        return True
     if isinstance(exc, asyncpg.InterfaceError):
         # Most interface errors are the caller's bug (a wrong number of arguments, an operation
         # already in progress): holding the event for those would stall it forever. Only a
