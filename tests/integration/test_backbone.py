@@ -544,3 +544,18 @@ async def test_prefetching_handler_fetches_outside_the_transaction_and_not_for_d
 
 async def _outcomes(consumer: Any, n: int) -> bool:
     return len(consumer.outcomes) == n
+
+
+async def test_publishing_outside_an_open_unit_of_work_is_refused_not_lost(bus: Bus) -> None:
+    uow = bus.db.db.unit_of_work()
+    with pytest.raises(RuntimeError, match="inside the unit of work"):
+        uow.publish(ThingHappened(n=1))
+    async with uow:
+        uow.publish(ThingHappened(n=2))
+    with pytest.raises(RuntimeError, match="inside the unit of work"):
+        uow.publish(ThingHappened(n=3))  # after the commit: would never be written
+    async with bus.db.db.unit_of_work(readonly=True, isolation="repeatable_read") as ro:
+        with pytest.raises(RuntimeError, match="read-only"):
+            ro.publish(ThingHappened(n=4))
+    [row] = await bus.db.outbox_rows()
+    assert Envelope.model_validate_json(row.body).data == {"n": 2}
