@@ -136,6 +136,8 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.healthy = False
+        # Why the last round failed (database or broker away), None once a round succeeds: /ready.
+        self.last_error: str | None = None
 
     async def _get_exchange(self) -> AbstractExchange:
         if self._channel is None or self._channel.is_closed or self._exchange is None:
@@ -273,10 +275,10 @@ class OutboxRelay:
                 self._wake.clear()
                 try:
                     claimed = await self.relay_once()
-                    self.healthy = True
+                    self.healthy, self.last_error = True, None
                     failures = 0
                 except Exception as exc:  # the database or the broker is away: back off, never die
-                    self.healthy = False
+                    self.healthy, self.last_error = False, f"{exc.__class__.__name__}: {str(exc)[:200]}"
                     failures += 1
                     log.error("outbox.relay_error", producer=self.producer, error=repr(exc))
                     if not isinstance(exc, BrokerUnavailable):

@@ -12,16 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import socket
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
 from shared.bus import ops
 from shared.bus.relay import OutboxRelay
+from shared.db import Database
 from tests.conftest import db_url
 from tests.integration.bus_fixtures import (
     PRODUCER,
@@ -261,3 +267,59 @@ async def test_siyuctl_outbox_shows_retries_and_lists_parked_rows(
         await conn.close()
     assert rows[ids["parked-a"]] == rows[ids["parked-b"]] == ("pending", 0, True)
     assert rows[ids["unroutable"]][0] == "unroutable" and rows[ids["sent"]][0] == "sent"
+
+
+# ---------------------------------------------------------------------------------------------
+# the relay process (python -m services.relay)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.timeout(90)
+async def test_the_relay_process_publishes_answers_ready_and_stops_cleanly(
+    clean_databases: dict[str, str], event_probe: Any, bus_events: None
+) -> None:
+    port = _free_port()
+    env = {**os.environ, "RELAY_PORT": str(port), "SIYU_LOG_LEVEL": "WARNING"}
+    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "services.relay", "notify", env=env)
+    db = await Database(db_url("notify"), producer="notify").open()
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+
+            async def ready() -> bool:
+                try:
+                    return (await client.get("/ready")).status_code == 200
+                except httpx.TransportError:
+                    assert process.returncode is None, "the relay process exited"
+                    return False
+
+            await eventually(ready, within=30, what="the relay process ready")
+            async with db.unit_of_work() as uow:
+                event_id = uow.publish(ThingHappened(n=1)).event_id
+            received: list[str | None] = []
+
+            async def published() -> bool:
+                message = await event_probe.get(fail=False, no_ack=True)
+                if message is not None:
+                    received.append(message.message_id)
+                return str(event_id) in received
+
+            await eventually(published, what="the event published by the relay process")
+            async with db.connection() as conn:
+                assert await conn.fetchval("SELECT status FROM outbox WHERE event_id = $1", event_id) in (
+                    "pending",  # published, the mark not yet committed
+                    "sent",
+                )
+            metrics = (await client.get("/metrics")).text
+            assert 'siyu_outbox_published_total{producer="notify"}' in metrics
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=20) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await db.close()
