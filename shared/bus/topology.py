@@ -145,18 +145,29 @@ async def _declare_quorum(channel: AbstractChannel, name: str, arguments: dict[s
     deleting it would lose them.
     """
     args = {"x-queue-type": "quorum", **arguments}
-    try:
-        return await channel.declare_queue(name, durable=True, arguments=args)
-    except aiormq.exceptions.ChannelPreconditionFailed:
-        pass
-    await channel.reopen()  # the broker closed the channel over the failed declare
-    existing = await channel.declare_queue(name, passive=True)
-    count = existing.declaration_result.message_count or 0
-    if count:
-        raise RuntimeError(
-            f"queue {name} exists with other arguments and holds {count} message(s); drain it "
-            f"(siyuctl dlq redrive, or wait for its delays) and delete it, then declare the topology again"
-        )
-    await channel.queue_delete(name, if_empty=True)
-    log.warning("topology.queue_replaced", queue=name, reason="arguments changed and it was empty")
+    await _replace_if_inequivalent(channel, name, args)
     return await channel.declare_queue(name, durable=True, arguments=args)
+
+
+async def _replace_if_inequivalent(channel: AbstractChannel, name: str, args: dict[str, Any]) -> None:
+    """Try the declaration on a throwaway channel first: a mismatch closes the channel it is made
+    on, and the caller's (a robust one restores itself on close) must not be the one disturbed."""
+    connection = (await channel.get_underlay_channel()).connection
+    probe = await connection.channel()
+    try:
+        try:
+            await probe.queue_declare(name, durable=True, arguments=args)
+            return
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            probe = await connection.channel()  # the broker closed the first one over the mismatch
+        count = (await probe.queue_declare(name, passive=True)).message_count or 0
+        if count:
+            raise RuntimeError(
+                f"queue {name} exists with other arguments and holds {count} message(s); drain it "
+                f"(siyuctl dlq redrive, or wait for its delays) and delete it, then declare the topology again"
+            )
+        await probe.queue_delete(name, if_empty=True)
+        log.warning("topology.queue_replaced", queue=name, reason="arguments changed and it was empty")
+    finally:
+        if not probe.is_closed:
+            await probe.close()
