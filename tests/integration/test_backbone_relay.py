@@ -314,8 +314,11 @@ async def test_the_relay_process_publishes_answers_ready_and_stops_cleanly(
                     "pending",  # published, the mark not yet committed
                     "sent",
                 )
-            metrics = (await client.get("/metrics")).text
-            assert 'siyu_outbox_published_total{producer="notify"}' in metrics
+
+            async def counted() -> bool:  # after the mark committed
+                return 'siyu_outbox_published_total{producer="notify"} 1.0' in (await client.get("/metrics")).text
+
+            await eventually(counted, what="the publish counted in /metrics")
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=20) == 0
     finally:

@@ -130,6 +130,7 @@ async def test_an_empty_legacy_classic_queue_is_replaced_by_a_quorum_queue(bus: 
         await channel.declare_queue(retry_queue, durable=True)  # classic, as earlier releases declared it
         await channel.declare_queue(TOPOLOGY.dlq(name), durable=True)
         queue = await TOPOLOGY.declare_consumer(channel, name, [THING])
+        assert not channel.is_closed, "the replacement happens on a channel of its own"
 
         types = {q: row[0] for q, row in list_queues(rabbitmqctl, TOPOLOGY.queue(name), "type").items()}
         assert types == {q: "quorum" for q in TOPOLOGY.queues(name)}
