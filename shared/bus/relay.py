@@ -138,6 +138,7 @@ class OutboxRelay:
         self.healthy = False
         # Why the last round failed (database or broker away), None once a round succeeds: /ready.
         self.last_error: str | None = None
+        self.listening = False  # whether NOTIFY reaches us now (else only polling does)
 
     async def _get_exchange(self) -> AbstractExchange:
         if self._channel is None or self._channel.is_closed or self._exchange is None:
@@ -242,22 +243,34 @@ class OutboxRelay:
 
     async def _listen(self) -> None:
         """Wake on NOTIFY from committing producers; polling covers a lost listener."""
+        failures = 0
         while not self._stopping.is_set():
             try:
                 conn = await asyncpg.connect(self.db.dsn, timeout=5)
                 try:
+                    lost = asyncio.Event()
+                    conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                     await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                    failures = 0
+                    self.listening = True
                     self._wake.set()  # rows committed while we were not listening
-                    while not self._stopping.is_set() and not conn.is_closed():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._stopping.wait(), timeout=5)
+                    waits = [asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(lost.wait())]
+                    try:
+                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for w in waits:
+                            w.cancel()
                 finally:
+                    self.listening = False
                     with contextlib.suppress(Exception):
                         await conn.close()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("outbox.listen_failed", producer=self.producer, error=repr(exc))
+            except Exception as exc:  # whatever it was, the listener must come back: polling covers meanwhile
+                failures += 1
+                if failures == 1 or failures % 10 == 0:  # an outage is one line, then one now and then
+                    log.warning("outbox.listen_failed", producer=self.producer, error=repr(exc), failures=failures)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=self.poll_interval)
+                    delay = min(30.0, 2.0 ** min(failures - 1, 5))
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
     async def _gauges(self) -> None:
         while not self._stopping.is_set():

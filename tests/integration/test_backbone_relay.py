@@ -164,14 +164,17 @@ async def test_the_relay_outlives_its_database_going_away(bus: Bus) -> None:
         return {str(i) for i in ids} <= {m.message_id for m in seen}
 
     await eventually(lambda: seen_ids(before), what="events published before the outage")
+    assert relay.listening
     proxy.cut()
     during = await bus.db.add_events(range(5, 10))  # committed by the producer; the relay cannot see them
 
-    async def relay_unhealthy() -> bool:
-        return not relay.healthy
+    async def not_listening() -> bool:
+        return not relay.listening and not relay.healthy
 
-    await eventually(relay_unhealthy, what="the relay noticing its database is away")
+    await eventually(not_listening, what="the relay noticing its database is away")
     assert not (await seen_ids(during))
+    # From here on only a NOTIFY (its LISTEN connection, which must come back too) wakes it promptly.
+    relay.poll_interval = 600
     proxy.restore()
     after = await bus.db.add_events(range(10, 15))
     await eventually(lambda: seen_ids(during + after), within=30, what="everything published after the restore")
@@ -181,6 +184,8 @@ async def test_the_relay_outlives_its_database_going_away(bus: Bus) -> None:
 
     await eventually(all_sent, what="every row marked sent by a healthy relay")
     assert {r.attempts for r in await bus.db.outbox_rows()} == {0}, "the database away is no row's failure"
+    woken = await bus.db.add_events([15])
+    await eventually(lambda: seen_ids(woken), what="a later event published, woken by NOTIFY")
     assert proxy.refused > 0
 
 
