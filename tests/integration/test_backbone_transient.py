@@ -353,3 +353,26 @@ async def test_a_consumer_whose_database_is_away_for_60s_under_load_loses_and_de
 
 async def _at_least(count: Any, n: int) -> bool:
     return bool(await count() >= n)
+
+
+async def test_an_exhausted_pool_is_a_transient_failure(bus: Bus) -> None:
+    """Every pooled connection busy past the acquire timeout: held and retried, not a retry."""
+    db = await bus.database(bus.db.dsn, max_size=1, acquire_timeout=0.2)
+    consumer = await bus.consumer("c", db=db, max_backoff=0.2)
+    envelope = Envelope.wrap(ThingHappened(n=1), producer=PRODUCER)
+    async with db.connection():  # the only connection, taken
+        await bus.publish_envelope(envelope)
+
+        async def paused() -> bool:
+            return consumer.status is not None
+
+        await eventually(paused, what="the consumer paused by the pool timeout")
+        assert "TimeoutError" in consumer.status
+
+    async def handled() -> bool:
+        return await bus.db.effect_counts(consumer.consumer) == {envelope.event_id: 1}
+
+    await eventually(handled, what="the event handled once a connection is free")
+    assert consumer.status is None
+    assert [d.attempt for d in consumer.deliveries] == [None]
+    assert await ladder_depth(bus, consumer.consumer) == 0
