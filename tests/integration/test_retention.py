@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import asyncpg
@@ -149,39 +148,3 @@ async def test_every_service_migration_creates_the_bus_indexes(databases: dict[s
         assert "(sent_at) WHERE" in defs["ix_outbox_sent_at"] and "'unroutable'" in defs["ix_outbox_sent_at"]
         assert "(id) WHERE" in defs["ix_outbox_parked"] and "'parked'" in defs["ix_outbox_parked"]
         assert defs["ix_inbox_received_at"].endswith("(received_at)")
-
-
-# ---------------------------------------------------------------------------------------------
-# the gateway's own housekeeping on the same batched delete
-
-
-async def test_gateway_janitor_keeps_the_replay_store_and_inbound_log_bounded(clean_databases: dict[str, str]) -> None:
-    from services.gateway.callbacks.janitor import prune_once as prune_gateway
-    from services.gateway.settings import GatewaySettings
-    from shared.settings import load_settings
-
-    settings = load_settings(GatewaySettings)
-    week_ago, now = datetime.now(UTC) - timedelta(days=7), datetime.now(UTC)
-    conn = await asyncpg.connect(db_url("gateway"))
-    db = await Database(db_url("gateway"), producer="gateway").open()
-    try:
-        for nonce, seen_at in (("old", week_ago), ("new", now)):
-            await conn.execute(
-                "INSERT INTO push_nonces (appid, nonce, timestamp, body_sha256, seen_at) VALUES ('wx1', $1, '1', 'h', $2)",
-                nonce,
-                seen_at,
-            )
-            await conn.execute(
-                "INSERT INTO inbound_pushes (appid, dedup_key, event_type, payload, received_at) "
-                "VALUES ('wx1', $1, 'wechat.oa.x', '{}', $2)",
-                nonce,
-                seen_at,
-            )
-        # A periodic job takes the service's deps (settings and database), per the service shape.
-        deps = SimpleNamespace(settings=settings, db=db)
-        assert await prune_gateway(deps) == {"nonces": 1, "pushes": 1}  # type: ignore[arg-type]
-        assert [r["nonce"] for r in await conn.fetch("SELECT nonce FROM push_nonces")] == ["new"]
-        assert [r["dedup_key"] for r in await conn.fetch("SELECT dedup_key FROM inbound_pushes")] == ["new"]
-    finally:
-        await db.close()
-        await conn.close()
