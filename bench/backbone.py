@@ -329,10 +329,10 @@ class TimedRelay(OutboxRelay):
             self.phases["mark+commit"].append(time.perf_counter() - self._marking)
         return claimed
 
-    async def _get_exchange(self) -> AbstractExchange:
+    async def _publish_all(self, exchange: AbstractExchange, rows: list[Any]) -> tuple[_Outcomes, BaseException | None]:
         self._claimed = time.perf_counter()
         self.phases["claim"].append(self._claimed - self._started)
-        return await super()._get_exchange()
+        return await super()._publish_all(exchange, rows)
 
     async def _mark(self, conn: asyncpg.Connection, outcomes: _Outcomes) -> None:
         self._marking = time.perf_counter()

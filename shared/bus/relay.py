@@ -148,7 +148,9 @@ class OutboxRelay:
 
     async def _drop_channel(self) -> None:
         channel, self._channel, self._exchange = self._channel, None, None
-        if channel is not None and not channel.is_closed:
+        if channel is not None:
+            # Closed by us even when broken: a robust channel not closed by its owner is restored
+            # (and kept) by its connection on every reconnect.
             with contextlib.suppress(Exception):
                 await channel.close()
 
@@ -174,11 +176,17 @@ class OutboxRelay:
         not be reached for some of the batch: those rows stay pending with their attempts
         untouched, and :meth:`run` backs off.
         """
+        # The channel first: no claim (row locks, an open transaction) waits on an absent broker.
+        try:
+            exchange = await asyncio.wait_for(self._get_exchange(), timeout=self.publish_timeout)
+        except Exception as exc:
+            await self._drop_channel()
+            raise BrokerUnavailable(f"no channel to the broker: {exc!r}") from exc
         async with self.db.connection() as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM, self.batch_size)
             if not rows:
                 return 0
-            outcomes, broker_error = await self._publish_all(rows)
+            outcomes, broker_error = await self._publish_all(exchange, rows)
             if outcomes.ids:
                 await self._mark(conn, outcomes)
         self._count(outcomes)
@@ -187,7 +195,7 @@ class OutboxRelay:
             raise BrokerUnavailable(f"{len(rows) - len(outcomes.ids)} event(s) not published: {broker_error!r}")
         return len(rows)
 
-    async def _publish_all(self, rows: list[Any]) -> tuple[_Outcomes, BaseException | None]:
+    async def _publish_all(self, exchange: AbstractExchange, rows: list[Any]) -> tuple[_Outcomes, BaseException | None]:
         """Each row's outcome, and the broker's failure when it was unreachable for some rows.
 
         An unreachable broker is nobody's event's fault: the rows it concerns get no outcome (they
@@ -196,11 +204,6 @@ class OutboxRelay:
         ``max_attempts``.
         """
         outcomes = _Outcomes()
-        try:
-            exchange = await self._get_exchange()
-        except Exception as exc:
-            await self._drop_channel()
-            return outcomes, exc
         # The whole batch is in flight at once; the confirms are awaited together.
         results = await asyncio.gather(*(self._publish(exchange, r) for r in rows), return_exceptions=True)
         broker_error: BaseException | None = None
