@@ -58,7 +58,7 @@ def health_app(relays: list[OutboxRelay], dbs: list[Database], settings: RelaySe
                 if relay.last_error is not None:
                     reasons[relay.producer] = f"relaying fails: {relay.last_error}"
         connection = request.app.state.connection
-        if connection is None or connection.is_closed:
+        if connection is None or not connection.connected.is_set():  # a robust one reconnecting is not "closed"
             reasons["broker"] = "not connected"
         if reasons:
             return JSONResponse({"status": "unavailable", "reasons": reasons}, status_code=503)
