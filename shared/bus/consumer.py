@@ -143,7 +143,6 @@ class InboxConsumer(Generic[D]):
         self._channel = await self.connection.channel()
         self._publish_channel = await self.connection.channel(publisher_confirms=True)
         self._queue = await self.topology.declare_consumer(self._channel, self.consumer, self.handlers)
-        # After the declarations: replacing a legacy queue reopens the channel (topology._declare_quorum).
         await self._channel.set_qos(prefetch_count=self.prefetch)
         self._consumer_tag = await self._queue.consume(self._on_message)
         log.info("consumer.started", consumer=self.consumer, queue=self._queue.name, types=sorted(self.handlers))

@@ -27,12 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import aio_pika
 import asyncpg
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue, AbstractRobustConnection
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, func, make_url
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -173,18 +174,20 @@ async def drop_bus_db(db: BusDB) -> None:
 
 
 class TcpProxy:
-    """A TCP proxy to PostgreSQL on 127.0.0.1 that a test can cut and restore.
+    """A TCP proxy to PostgreSQL (or RabbitMQ) on 127.0.0.1 that a test can cut and restore.
 
     ``cut()`` drops every proxied connection at once and resets every new one (the client sees
-    its connection die, then "connection reset" on each attempt: the database is unreachable for
+    its connection die, then "connection reset" on each attempt: the server is unreachable for
     whoever goes through this proxy); ``restore()`` lets connections through again. Only the
-    process pointed at :meth:`dsn` is affected; the server and every other client carry on.
+    process pointed at :meth:`dsn` (or :meth:`amqp_url`) is affected; the server and every other
+    client carry on.
     """
 
     def __init__(self, target: str = PG) -> None:
-        u = make_url(target)
-        self.target_host = u.host or "127.0.0.1"
-        self.target_port = u.port or 5432
+        u = urlsplit(target)
+        self.target = u
+        self.target_host = u.hostname or "127.0.0.1"
+        self.target_port = u.port or (5672 if u.scheme.startswith("amqp") else 5432)
         self.port = 0
         self.up = True
         self.accepted = 0
@@ -199,6 +202,11 @@ class TcpProxy:
 
     def dsn(self, database: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def amqp_url(self) -> str:
+        """The broker URL it proxies, with this proxy's address."""
+        credentials = self.target.netloc.rpartition("@")[0]
+        return self.target._replace(netloc=f"{credentials}@127.0.0.1:{self.port}").geturl()
 
     def cut(self) -> None:
         self.up = False
@@ -355,17 +363,17 @@ class Bus:
     def connection_name(self, role: str) -> str:
         return f"siyu-bustest-{RUN_ID}-{self.tag}-{role}"
 
-    async def connect(self, role: str, *, reconnect_interval: float = 0.3) -> AbstractRobustConnection:
+    async def connect(self, role: str, *, reconnect_interval: float = 0.3, url: str = AMQP) -> AbstractRobustConnection:
         connection = await aio_pika.connect_robust(
-            AMQP,
+            url,
             client_properties={"connection_name": self.connection_name(role)},
             reconnect_interval=reconnect_interval,
         )
         self.connections.append(connection)
         return connection
 
-    async def proxy(self) -> TcpProxy:
-        proxy = await TcpProxy().start()
+    async def proxy(self, target: str = PG) -> TcpProxy:
+        proxy = await TcpProxy(target).start()
         self.proxies.append(proxy)
         return proxy
 

@@ -25,10 +25,12 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from services.relay import RelaySettings, health_app
 from shared.bus import ops
-from shared.bus.relay import OutboxRelay
+from shared.bus.relay import BrokerUnavailable, OutboxRelay
 from shared.db import Database
-from tests.conftest import db_url
+from shared.settings import load_settings
+from tests.conftest import AMQP, db_url
 from tests.integration.bus_fixtures import (
     PRODUCER,
     Bus,
@@ -331,3 +333,54 @@ async def test_the_relay_process_publishes_answers_ready_and_stops_cleanly(
             process.kill()
             await process.wait()
         await db.close()
+
+
+async def test_a_broker_away_costs_no_attempt_and_holds_no_claim(bus: Bus) -> None:
+    proxy = await bus.proxy(AMQP)
+    connection = await bus.connect("relay", reconnect_interval=0.5, url=proxy.amqp_url())
+    relay = bus.relay(connection=connection, publish_timeout=1.0, poll_interval=0.2, max_backoff=1.0)
+    _, seen = await bus.probe(THING)
+    await bus.db.add_events([0])
+    assert await relay.relay_once() == 1  # the channel is open: a running relay's steady state
+    proxy.cut()
+
+    async def disconnected() -> bool:
+        return not connection.connected.is_set()
+
+    await eventually(disconnected, what="the relay's broker connection lost")
+    assert not connection.is_closed, "a robust connection is not 'closed' while it reconnects: /ready must not ask that"
+    ids = await bus.db.add_events(range(1, 6))
+    with pytest.raises(BrokerUnavailable):
+        await relay.relay_once()
+    rows = await bus.db.outbox_rows()
+    assert [(r.status, r.attempts) for r in rows[1:]] == [("pending", 0)] * 5, "nobody's failure: no attempt spent"
+    assert not await bus.db.sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state LIKE 'idle in transaction%'", bus.db.name
+    ), "no claim is held while the broker is away"
+
+    bus.run_relay(relay)
+
+    async def failing() -> bool:
+        return relay.last_error is not None and "BrokerUnavailable" in relay.last_error
+
+    await eventually(failing, what="the running relay saying the broker is away")
+    # The relay process's /ready says so.
+    health = health_app([relay], [bus.db.db], load_settings(RelaySettings))
+    health.state.connection = connection
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=health), base_url="http://relay.test") as client:
+        answer = await client.get("/ready")
+        assert answer.status_code == 503
+        assert answer.json()["reasons"]["broker"] == "not connected"
+        assert "BrokerUnavailable" in answer.json()["reasons"][PRODUCER]
+        proxy.restore()
+
+        async def all_published() -> bool:
+            return {str(i) for i in ids} <= {m.message_id for m in seen}
+
+        await eventually(all_published, within=30, what="the events published once the broker is back")
+
+        async def ready() -> bool:
+            return (await client.get("/ready")).status_code == 200
+
+        await eventually(ready, what="the relay ready again")
+    assert {r.attempts for r in await bus.db.outbox_rows()} == {0}

@@ -221,22 +221,28 @@ async def _app_deps(rt: Runtime[ServiceSettings]) -> AppDeps:
 
 
 @pytest.fixture
-async def proxied_app(bus: Bus) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, Any]]:
-    """A service built with ``create_service_app`` whose database is behind a proxy the test can cut."""
-    proxy = await bus.proxy()
+async def proxied_app(bus: Bus) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient, Any, Any]]:
+    """A service built with ``create_service_app`` whose database and broker are each behind a
+    proxy the test can cut."""
+    db_proxy, broker_proxy = await bus.proxy(), await bus.proxy(AMQP)
     name = bus.consumer_name("app")
     bus.extra_queues.extend(Topology(namespace=NAMESPACE).queues(name))
-    settings = load_settings(ServiceSettings, service_name=name, database_url=proxy.dsn(bus.db.name))
+    settings = load_settings(
+        ServiceSettings,
+        service_name=name,
+        database_url=db_proxy.dsn(bus.db.name),
+        amqp_url=broker_proxy.amqp_url(),
+    )
     app = create_service_app(settings, make_deps=_app_deps, subscriptions={THING: record_effect})
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://app.test") as client:
-            yield app, client, proxy
+            yield app, client, db_proxy, broker_proxy
 
 
 async def test_ready_says_the_consumer_is_paused_while_its_database_is_away(
-    bus: Bus, proxied_app: tuple[FastAPI, httpx.AsyncClient, Any]
+    bus: Bus, proxied_app: tuple[FastAPI, httpx.AsyncClient, Any, Any]
 ) -> None:
-    app, client, proxy = proxied_app
+    app, client, proxy, _ = proxied_app
     deps: AppDeps = app.state.deps
     consumer = app.state.consumer
     topology = Topology(namespace=NAMESPACE)
@@ -376,3 +382,33 @@ async def test_an_exhausted_pool_is_a_transient_failure(bus: Bus) -> None:
     assert consumer.status is None
     assert [d.attempt for d in consumer.deliveries] == [None]
     assert await ladder_depth(bus, consumer.consumer) == 0
+
+
+async def test_ready_says_the_broker_is_away(
+    bus: Bus, proxied_app: tuple[FastAPI, httpx.AsyncClient, Any, Any]
+) -> None:
+    """A robust connection that is reconnecting is not "closed": /ready must still see it is down."""
+    app, client, _, broker = proxied_app
+    assert (await client.get("/ready")).status_code == 200
+    broker.cut()
+
+    async def not_ready() -> bool:
+        answer = await client.get("/ready")
+        return answer.status_code == 503 and answer.json()["reasons"].get("broker") == "not connected"
+
+    await eventually(not_ready, what="/ready 503 naming the broker")
+    assert not app.state.connection.is_closed
+    broker.restore()
+
+    async def ready_again() -> bool:
+        return (await client.get("/ready")).status_code == 200
+
+    await eventually(ready_again, within=30, what="/ready 200 once the broker is back")
+    # And the consumer takes events again on the restored connection.
+    envelope = Envelope.wrap(ThingHappened(n=1), producer=PRODUCER)
+    await bus.publish_envelope(envelope)
+
+    async def handled() -> bool:
+        return await bus.db.effect_counts(app.state.deps.consumer) == {envelope.event_id: 1}
+
+    await eventually(handled, within=30, what="an event handled after the broker came back")
