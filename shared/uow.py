@@ -105,8 +105,9 @@ class UnitOfWork:
                 await self._tx.commit()
             else:
                 # The connection may be the thing that failed: a rollback that cannot be sent is
-                # the server's rollback anyway (it aborts the transaction when the session drops).
-                with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+                # the server's rollback anyway (it aborts the transaction when the session drops),
+                # and the error that ended the unit of work is the one to raise, whatever this one is.
+                with contextlib.suppress(Exception):
                     await self._tx.rollback()
         finally:
             await self._release()

@@ -7,7 +7,8 @@
     poison / attempts exhausted / delivery limit ──▶ siyu.dlx (direct) ──▶ <service>.events.dlq (quorum)
 
 Every queue is a quorum queue, and every queue that dead-letters does so at-least-once
-(``x-dead-letter-strategy: at-least-once`` with ``x-overflow: reject-publish``, RabbitMQ ≥ 3.10):
+(``x-dead-letter-strategy: at-least-once`` with ``x-overflow: reject-publish``, RabbitMQ ≥ 3.10 with
+the ``stream_queue`` feature flag enabled, as a default 3.10 install has it):
 a message moving from a delay queue back to its work queue, or from a work queue to its dead-letter
 queue, is only removed from the source once the target confirmed it. A transient failure (the
 database away) never enters this ladder: the consumer holds the message and pauses
