@@ -220,6 +220,23 @@ class Database:
             readonly=readonly,
         )
 
+    @asynccontextmanager
+    async def take_turns(self, job: str) -> AsyncIterator[bool]:
+        """True while this process holds ``job``'s turn; False when another replica has it.
+
+        For a periodic job that calls WeChat and commits in short units of work of its own: the
+        turn is a session-level advisory lock on a connection opened for it, not a pooled one, so
+        no pooled connection is held for the length of the job and closing the connection (also
+        when the job is cancelled) always gives the turn back.
+        """
+        conn = await asyncpg.connect(self.dsn, timeout=5, server_settings={"application_name": self.application_name})
+        try:
+            held = bool(await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", job))
+            yield held
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
     async def ping(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 - passed to asyncpg
         async with self.pool.acquire(timeout=timeout) as conn:
             await conn.fetchval("SELECT 1", timeout=timeout)
