@@ -1,6 +1,6 @@
 """Fixtures and helpers for the event-backbone tests (``test_backbone.py``).
 
-Everything here is real: a throwaway PostgreSQL database (``siyu_test_bus_<run>``) holding only the
+Everything here is real: a throwaway PostgreSQL database (``siyu_test_<run>_<worker>_bus``) holding only the
 ``outbox``, ``inbox`` and an ``effects`` table, and the broker under this run's namespace with
 short retry delays. Consumers get names unique to the test; their queues are deleted afterwards.
 """
@@ -14,7 +14,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -36,7 +36,7 @@ from shared.events import EventData, register, registry
 from shared.events.envelope import Envelope
 from tests.conftest import AMQP, NAMESPACE, PG, RUN_ID
 
-DB_NAME = f"siyu_test_bus_{RUN_ID}"
+DB_NAME = f"siyu_test_{RUN_ID}_bus"
 DB_DSN = f"{PG}/{DB_NAME}"
 PRODUCER = "bustest"
 TOPOLOGY = Topology(namespace=NAMESPACE, retry_delays_ms=(200, 400))
@@ -70,23 +70,6 @@ class NobodyListens(EventData):
     event_type: ClassVar[str] = "bustest.nobody.listens"
 
     n: int
-
-
-# --------------------------------------------------------------------------------------------
-# waiting
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, within: float = 15.0, interval: float = 0.05, what: str = "condition"
-) -> None:
-    """Poll ``check`` until it is true; fail (not hang) after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {within}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 # --------------------------------------------------------------------------------------------

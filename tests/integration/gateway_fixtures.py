@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from shared.settings import load_settings
 from shared.wechat.codec import render_xml
 from shared.wechat.crypto import MessageCrypto, sign
 from tests.conftest import db_url
+from tests.waiting import eventually
 
 OA = "wx0000000000000001"
 MP = "wx0000000000000002"
@@ -100,17 +100,23 @@ async def written() -> dict[str, int]:
     return {t: await db_count(f"SELECT count(*) FROM {t}") for t in ("inbound_pushes", "push_nonces", "outbox")}
 
 
-async def drain(queue: aio_pika.abc.AbstractQueue, settle: float = 0.6) -> list[dict[str, Any]]:
-    """Every message on the probe queue, waiting until none arrived for ``settle`` seconds."""
+async def drain(queue: aio_pika.abc.AbstractQueue) -> list[dict[str, Any]]:
+    """Every event the gateway published for this test, from the probe queue.
+
+    Waits until the gateway's outbox (this test's: the databases are truncated per test) has no
+    pending row and the probe holds at least one message per sent row. The relay marks a row sent
+    only after the broker confirmed it, so by then its message is on the probe: nothing is missed
+    and no quiet period is needed. A row published twice shows up twice.
+    """
     out: list[dict[str, Any]] = []
-    quiet_since = time.monotonic()
-    while time.monotonic() - quiet_since < settle:
-        message = await queue.get(no_ack=True, fail=False)
-        if message is None:
-            await asyncio.sleep(0.05)
-            continue
-        out.append(json.loads(message.body))
-        quiet_since = time.monotonic()
+
+    async def published() -> bool:
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            out.append(json.loads(message.body))
+        pending = await db_count("SELECT count(*) FROM outbox WHERE status = 'pending'")
+        return pending == 0 and len(out) >= await db_count("SELECT count(*) FROM outbox WHERE status = 'sent'")
+
+    await eventually(published, what="every outbox row published and on the probe queue")
     return out
 
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -23,6 +21,7 @@ from shared.events import Envelope, ReplyDeferred
 from shared.http import INTERNAL_TOKEN_HEADER
 from shared.settings import DEV_INTERNAL_TOKEN, load_settings
 from tests.conftest import NAMESPACE, db_url
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -87,7 +86,7 @@ async def publish_twice_and_wait(amqp: aio_pika.abc.AbstractRobustConnection, da
     async def second_absorbed() -> bool:
         return duplicates_absorbed() >= before + 1
 
-    await wait_for(second_absorbed)
+    await eventually(second_absorbed, what="the second delivery absorbed")
 
 
 async def publish_twice(amqp: aio_pika.abc.AbstractRobustConnection, data: ReplyDeferred) -> None:
@@ -100,15 +99,6 @@ async def publish_twice(amqp: aio_pika.abc.AbstractRobustConnection, data: Reply
             routing_key=envelope.type,
         )
     await channel.close()
-
-
-async def wait_for(check, timeout: float = 10.0):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := await check():
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.mark.parametrize(
