@@ -28,14 +28,18 @@ REPLICAS ?= 1
 run: setup
 	@REPLICAS=$(REPLICAS) $(PY) -m tools.run
 
+# pytest-xdist workers for `make test`: many tests wait on PostgreSQL, RabbitMQ or the stack's
+# processes, so more workers than cores pays (measured on 2 cores: see tests/conftest.py).
+TEST_WORKERS ?= 3
+
 test: setup check
-	@$(PY) -m pytest -q
+	@$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 test-unit: setup
 	@$(PY) -m pytest -q tests/unit
 
 test-integration: setup check
-	@$(PY) -m pytest -q tests/integration
+	@$(PY) -m pytest -q -n $(TEST_WORKERS) tests/integration
 
 test-e2e: setup check
 	@$(PY) -m pytest -q tests/e2e

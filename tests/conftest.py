@@ -21,6 +21,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if "PYTEST_XDIST_WORKER" in os.environ:
@@ -197,6 +198,33 @@ async def event_probe(amqp: AbstractRobustConnection) -> AsyncIterator[aio_pika.
     # make every later event routable.
     await queue.delete(if_unused=False, if_empty=False)
     await channel.close()
+
+
+# --------------------------------------------------------------------------------------------
+# xdist: which worker runs what (in the controller)
+
+E2E = "tests/e2e/"
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, with every e2e test in one unit: the worker that runs them starts one stack.
+
+    Whole files go to a worker, so module fixtures (an app, a database) are set up once, not once
+    per worker that happens to get one of the module's tests. ``--dist loadgroup`` with
+    ``xdist_group`` would be the usual way to keep the e2e tests together, but with pytest 9.2 and
+    pytest-xdist 3.8 it silently groups nothing (pytest-dev/pytest-xdist#1386); the file path is
+    all a scheduler needs.
+    """
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesAndOneStack(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return E2E if nodeid.startswith(E2E) else super()._split_scope(nodeid)
+
+    return FilesAndOneStack(config, log)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,10 +4,10 @@ They use this worker's test databases and a broker namespace of their own (tests
 listen on free ports picked at start, so neither a `make run` nor another test run on the same
 machine is disturbed.
 
-Under pytest-xdist every test in this directory is in one ``xdist_group`` (``--dist loadgroup``):
-one worker runs them all, back to back, against one stack. The alternative, one stack shared by all
-workers, would need shared databases and cross-process start/stop coordination, and save nothing:
-the e2e tests are a few seconds of work once the stack is up.
+Under pytest-xdist all of them go to one worker as one unit (``pytest_xdist_make_scheduler`` in
+tests/conftest.py), which runs them back to back against one stack. The alternative, one stack
+shared by all workers, would need shared databases and cross-process start and stop, and save
+little: the stack starts once per run either way.
 """
 
 from __future__ import annotations
@@ -189,10 +189,8 @@ async def _close_stack_clients(stack: Stack) -> AsyncIterator[None]:
     await stack.close_clients()
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test here is e2e and runs on the one xdist worker that owns the stack."""
+    """Every test here is e2e (``-m "not e2e"`` leaves the stack alone)."""
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.e2e)
-            item.add_marker(pytest.mark.xdist_group("e2e"))
