@@ -248,8 +248,12 @@ async def _sweep_run() -> None:
     if _touched_postgres:
         conn = await _admin()
         try:
-            prefix = f"siyu_test_{RUN}_"
-            for r in await conn.fetch("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", prefix):
+            # Every database of this run, whatever a module named it: siyu_test_..._<RUN>_...
+            rows = await conn.fetch(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, 'siyu_test_') AND strpos(datname, $1) > 0",
+                f"_{RUN}_",
+            )
+            for r in rows:
                 await conn.execute(f'ALTER DATABASE "{r["datname"]}" WITH IS_TEMPLATE false')
                 await conn.execute(f'DROP DATABASE IF EXISTS "{r["datname"]}" WITH (FORCE)')
         finally:

@@ -1,6 +1,6 @@
 """Fixtures and helpers for the event-backbone tests (``test_backbone.py``).
 
-Everything here is real: a throwaway PostgreSQL database (``siyu_test_<run>_<worker>_bus``) holding only the
+Everything here is real: a throwaway PostgreSQL database (``siyu_test_bus_<run>``) holding only the
 ``outbox``, ``inbox`` and an ``effects`` table, and the broker under this run's namespace with
 short retry delays. Consumers get names unique to the test; their queues are deleted afterwards.
 """
@@ -35,8 +35,9 @@ from shared.db import create_sessionmaker
 from shared.events import EventData, register, registry
 from shared.events.envelope import Envelope
 from tests.conftest import AMQP, NAMESPACE, PG, RUN_ID
+from tests.waiting import eventually  # noqa: F401 - re-exported: the backbone tests import it from here
 
-DB_NAME = f"siyu_test_{RUN_ID}_bus"
+DB_NAME = f"siyu_test_bus_{RUN_ID}"
 DB_DSN = f"{PG}/{DB_NAME}"
 PRODUCER = "bustest"
 TOPOLOGY = Topology(namespace=NAMESPACE, retry_delays_ms=(200, 400))

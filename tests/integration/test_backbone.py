@@ -37,10 +37,10 @@ from tests.integration.bus_fixtures import (
     bus_db,
     bus_events,
     close_connections_named,
+    eventually,
     rabbitmqctl_or_skip,
     record_effect,
 )
-from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(45)]
 
