@@ -26,8 +26,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from services.manifests import CONSUMERS
+from shared.bus import ops
 from shared.settings import DEV_INTERNAL_TOKEN
-from tests.conftest import NAMESPACE, delete_namespace
+from tests.conftest import AMQP, NAMESPACE, delete_namespace
 from tests.waiting import eventually
 
 HERE = Path(__file__).resolve().parent
@@ -167,10 +169,7 @@ async def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFact
     urls = {name: f"http://127.0.0.1:{port}" for name, port in ports.items()}
     env = _environment(urls, ports)
     # As `make run` does: the topology exists before any relay publishes.
-    topology = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tools.siyuctl", "topology", env=env, cwd=ROOT, stdout=subprocess.DEVNULL
-    )
-    assert await topology.wait() == 0, "siyuctl topology failed"
+    await ops.declare_topology(AMQP, E2E_NAMESPACE, CONSUMERS)
     stack = Stack(urls=urls, logs=logs)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     try:
