@@ -132,23 +132,27 @@ def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes
 
 
 async def _wait_ready(stack: Stack, procs: dict[str, subprocess.Popen[bytes]]) -> None:
-    async with httpx.AsyncClient(timeout=1) as http:
+    pending = set(procs)
+    async with httpx.AsyncClient(timeout=2) as http:
 
         async def all_ready() -> bool:
-            for name, proc in procs.items():
-                if proc.poll() is not None:
+            for name in sorted(pending):
+                if procs[name].poll() is not None:
                     log = (stack.logs / f"{name}.log").read_text()[-3000:]
-                    raise RuntimeError(f"{name} exited during start (code {proc.returncode}):\n{log}")
-            for name in procs:
+                    raise RuntimeError(f"{name} exited during start (code {procs[name].returncode}):\n{log}")
                 try:
-                    r = await http.get(stack.urls[name] + PROCESSES[name].ready_path)
+                    if (await http.get(stack.urls[name] + PROCESSES[name].ready_path)).status_code == 200:
+                        pending.discard(name)
                 except httpx.HTTPError:
-                    return False
-                if r.status_code != 200:
-                    return False
-            return True
+                    pass
+            return not pending
 
-        await eventually(all_ready, within=60, interval=0.2, what="every stack process to be ready")
+        try:
+            # Six interpreters importing the services: slow on a busy 2-core machine, hence generous.
+            await eventually(all_ready, within=180, interval=0.2, what="every stack process to be ready")
+        except AssertionError:
+            tails = "\n".join(f"--- {n}.log\n{(stack.logs / f'{n}.log').read_text()[-1500:]}" for n in sorted(pending))
+            raise AssertionError(f"not ready after 180 s: {', '.join(sorted(pending))}\n{tails}") from None
 
 
 async def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
