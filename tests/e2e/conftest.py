@@ -193,7 +193,9 @@ async def _close_stack_clients(stack: Stack) -> AsyncIterator[None]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test here is e2e (``-m "not e2e"`` leaves the stack alone)."""
+    """Every test here is e2e (``-m "not e2e"`` leaves the stack alone), and the first one's set-up
+    starts the stack: pytest-timeout counts set-up, so the limit covers the stack's 180 s."""
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.e2e)
+            item.add_marker(pytest.mark.timeout(240))
