@@ -189,11 +189,19 @@ class Stack:
         env.update(extra or {})
         return env
 
-    def start(self, name: str, module: str, port: int, env: Mapping[str, str], ready_path: str = "/ready") -> Proc:
+    def start(
+        self,
+        name: str,
+        module: str,
+        port: int,
+        env: Mapping[str, str],
+        ready_path: str = "/ready",
+        args: Iterable[str] = (),
+    ) -> Proc:
         log = self.logdir / f"{name}.log"
         with open(log, "wb") as out:
             popen = subprocess.Popen(
-                [sys.executable, "-m", module],
+                [sys.executable, "-m", module, *args],
                 env=dict(env),
                 cwd=ROOT,
                 stdout=out,

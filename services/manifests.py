@@ -5,12 +5,16 @@ Each consuming service's own ``subscriptions.py`` is its manifest; this module o
 
 from __future__ import annotations
 
+from services.commerce.subscriptions import SUBSCRIPTIONS as COMMERCE
+from services.gateway.subscriptions import SUBSCRIPTIONS as GATEWAY
 from services.identity.subscriptions import SUBSCRIPTIONS as IDENTITY
 from services.notify.subscriptions import SUBSCRIPTIONS as NOTIFY
 
 SERVICES: dict[str, int] = {"gateway": 8000, "identity": 8001, "commerce": 8002, "notify": 8003}
 
 CONSUMERS: dict[str, list[str]] = {
+    "commerce": sorted(COMMERCE),
+    "gateway": sorted(GATEWAY),
     "identity": sorted(IDENTITY),
     "notify": sorted(NOTIFY),
 }

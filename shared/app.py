@@ -115,10 +115,11 @@ class RequestContextMiddleware:
             HTTP_SECONDS.labels(self.service, path).observe(time.perf_counter() - started)
 
 
-def get_deps(request: Request) -> Any:
+async def get_deps(request: Request) -> Any:
     """The service's dependencies (what its ``make_deps`` built at start).
 
-    Each service types it once: ``Deps = Annotated[IdentityDeps, Depends(get_deps)]``.
+    Each service types it once: ``Deps = Annotated[IdentityDeps, Depends(get_deps)]``. ``async``:
+    FastAPI runs a plain ``def`` dependency in its thread pool, a thread hop on every request.
     """
     return request.app.state.deps
 

@@ -150,3 +150,27 @@ class WeChatBusy(ServiceUnavailable):
 class DependencyUnavailable(ServiceUnavailable):
     type_slug = "dependency-unavailable"
     title = "Temporarily unavailable"
+
+
+# Commerce's problems: the mini-program tells them apart by type (contracts.md), and the gateway
+# forwards commerce's answers unchanged.
+
+
+class InsufficientPoints(Conflict):
+    type_slug = "insufficient-points"
+    title = "Not enough points"
+
+
+class SoldOut(Conflict):
+    type_slug = "sold-out"
+    title = "Sold out"
+
+
+class AlreadyCheckedIn(Conflict):
+    type_slug = "already-checked-in"
+    title = "Already checked in today"
+
+
+class IdempotencyKeyRequired(BadRequest):
+    type_slug = "idempotency-key-required"
+    title = "Idempotency-Key header required"

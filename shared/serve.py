@@ -10,8 +10,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from shared.errors import ConfigurationError
+from shared.http import SERVER_KEEPALIVE
 from shared.settings import ServiceSettings, load_settings
-
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -32,4 +32,7 @@ def serve(settings_cls: type[S], create_app: Callable[[S], FastAPI]) -> None:
         loop="uvloop",
         http="httptools",
         timeout_graceful_shutdown=5,
+        # Longer than every client's idle keep-alive (shared.http.KEEPALIVE_EXPIRY): the client
+        # always gives up an idle connection first, so it never reuses one this server is closing.
+        timeout_keep_alive=SERVER_KEEPALIVE,
     )

@@ -1,5 +1,7 @@
-"""The gateway's tables: the inbound log of WeChat pushes (its de-dup keys), its outbox, and the
-mini-program API's rate-limit buckets and idempotency keys. No business data."""
+"""The gateway's tables: the inbound log of WeChat pushes (its de-dup keys), its outbox and inbox,
+the mini-program API's rate-limit buckets and idempotency keys, and its copy of notify's reply
+rules. No business data. Only Alembic reads this module; at run time the SQL is in the
+repositories (``services/gateway/<domain>/repository.py``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     Index,
     Integer,
     LargeBinary,
@@ -34,6 +37,9 @@ class InboundPush(Base):
 
     Kept durably (not in a cache) for longer than WeChat's longest retry horizon (shop: ~3.6 h).
     Pushes that verified but could not be parsed are kept with ``status='unparsed'`` for inspection.
+    ``id`` is handed out by the gateway from blocks of its sequence (which counts in steps of
+    ``PUSH_ID_BLOCK``, migration 0005), so the event body, which names the id, is complete before
+    the one statement that stores the push and its outbox row.
     """
 
     __tablename__ = "inbound_pushes"
@@ -77,14 +83,26 @@ class RateLimitBucket(Base):
     """
 
     __tablename__ = "rate_limits"
-    # No index besides the key: every check rewrites ``tat``, and an index on it would make each
-    # update a non-HOT one (new index entries, bloat); the janitor's rare sweep scans instead.
-    # fillfactor leaves room on each page for those HOT updates.
-    __table_args__ = ({"prefixes": ["UNLOGGED"], "postgresql_with": {"fillfactor": 70}},)
+    # No index on ``tat``: every check rewrites it, and an index on it would make each update a
+    # non-HOT one (new index entries, bloat). The janitor deletes by ``sweep_at`` instead, which
+    # changes rarely. fillfactor leaves room on each page for the HOT updates.
+    __table_args__ = (
+        Index("ix_rate_limits_sweep_at", "sweep_at"),
+        {"prefixes": ["UNLOGGED"], "postgresql_with": {"fillfactor": 70}},
+    )
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
     tat: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     allowed: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    # The bucket's period, so one multi-row UPSERT checks buckets of different limits (each row's
+    # own period is read from EXCLUDED).
+    period_s: Mapped[float] = mapped_column(Float, server_default=text("60"))
+    # When an idle bucket may be forgotten: an hour after a check, moved on only when it is less than
+    # 50 minutes away (ratelimit/repository.py), so nearly every check stays a HOT update while the
+    # janitor deletes by this index.
+    sweep_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("now() + interval '1 hour'")
+    )
 
 
 class IdempotencyRecord(Base):
@@ -114,3 +132,19 @@ class IdempotencyRecord(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     locked_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ReplyRules(Base):
+    """The gateway's copy of notify's passive-reply rules (``notify.reply_rules.published``).
+
+    One row per rule set (``name``); the consumer keeps the newest by notify's ``published_at``,
+    and every replica reloads its in-memory copy when ``version`` changes.
+    """
+
+    __tablename__ = "reply_rules"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    version: Mapped[str] = mapped_column(String(64))
+    rules: Mapped[dict[str, object]] = mapped_column(JSONB)
+    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    stored_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())

@@ -1,5 +1,8 @@
 """Identity's tables: members, app identities, follows, phones, profiles, tags, segments, merges.
 
+The schema for Alembic only: at run time every statement is SQL text in a domain's repository.py,
+on asyncpg.
+
 A member is one person. Everything that says "this is the same person" (an openid in one of the
 brand's apps, a unionid, a phone number) points at a member; a merge moves those pointers to the
 surviving member and leaves a tombstone (``merged_into``) so old ids keep resolving.
@@ -25,7 +28,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from shared.bus.tables import bus_tables
@@ -91,7 +94,6 @@ class Follow(Base):
 
     __tablename__ = "follows"
     __mapper_args__ = EAGER_DEFAULTS
-    __table_args__ = (UniqueConstraint("appid", "openid"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"), index=True)
@@ -107,19 +109,30 @@ class Follow(Base):
     last_scene: Mapped[str | None] = mapped_column(String(128))
     last_scene_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_ticket: Mapped[str | None] = mapped_column(String(256))
+    first_scene_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # WeChat time of the newest push applied: an older push (a late retry) does not flip the state back.
     state_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
+    __table_args__ = (
+        UniqueConstraint("appid", "openid"),
+        Index("ix_follows_subscribed_openid", "appid", "openid", postgresql_where=text("subscribed")),
+    )
+
 
 class FollowEvent(Base):
-    """Every subscribe / unsubscribe / SCAN applied, for attribution reports (append-only)."""
+    """Every subscribe / unsubscribe / SCAN applied, for attribution reports (append-only, pruned
+    after ``IDENTITY_FOLLOW_EVENTS_RETENTION_DAYS``). ``member_id`` is empty for an unsubscribe
+    handled before anyone was known for the openid (it is attached when they are)."""
 
     __tablename__ = "follow_events"
-    __table_args__ = (UniqueConstraint("appid", "openid", "change", "occurred_at"),)
+    __table_args__ = (
+        UniqueConstraint("appid", "openid", "change", "occurred_at"),
+        Index("ix_follow_events_occurred_at", "occurred_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"), index=True)
+    member_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("members.id"), index=True)
     appid: Mapped[str] = mapped_column(String(32))
     openid: Mapped[str] = mapped_column(String(64))
     change: Mapped[str] = mapped_column(String(16))
@@ -139,6 +152,7 @@ class Phone(Base):
     member_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("members.id"), index=True)
     country_code: Mapped[str] = mapped_column(String(4))
     national_number: Mapped[str] = mapped_column(String(15))
+    masked: Mapped[str] = mapped_column(String(20))
     appid: Mapped[str] = mapped_column(String(32))
     bound_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
@@ -184,6 +198,7 @@ class BehaviourEvent(Base):
     __table_args__ = (
         UniqueConstraint("origin_member_id", "type", "object_id", "occurred_at"),
         Index("ix_behaviour_events_member_time", "member_id", "occurred_at"),
+        Index("ix_behaviour_events_occurred_at", "occurred_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -310,3 +325,46 @@ class WeChatMenu(Base):
     menuid: Mapped[str | None] = mapped_column(String(32))
     body: Mapped[dict[str, Any]] = mapped_column(JSONB)
     published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WeChatSyncJob(Base):
+    """One WeChat sync job (``tag_sync``, ``menus``) per service account: who runs it (a lease, not a
+    lock held across WeChat calls) and, for tag sync, how far it got (resumable after a crash)."""
+
+    __tablename__ = "wechat_sync_jobs"
+
+    appid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    job: Mapped[str] = mapped_column(String(16), primary_key=True)
+    lease_owner: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cursor: Mapped[str | None] = mapped_column(String(64))
+    run_id: Mapped[uuid.UUID | None] = mapped_column(UUID(as_uuid=True))
+    report: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class WeChatSyncAttempt(Base):
+    """A batch of (un)tagging decided and committed before WeChat is called: the idempotency guard.
+
+    ``pending`` until the outcome is recorded; a crash in between leaves it pending and the next run
+    sends it again (tagging twice is harmless on WeChat's side) instead of deciding anew.
+    """
+
+    __tablename__ = "wechat_sync_attempts"
+    __table_args__ = (
+        Index("ix_wechat_sync_attempts_pending", "appid", "id", postgresql_where=text("state = 'pending'")),
+        Index("ix_wechat_sync_attempts_done_at", "done_at", postgresql_where=text("state = 'done'")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    appid: Mapped[str] = mapped_column(String(32))
+    run_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    op: Mapped[str] = mapped_column(String(8))
+    wechat_tag_id: Mapped[int] = mapped_column(Integer)
+    openids: Mapped[list[str]] = mapped_column(ARRAY(String(64)))
+    state: Mapped[str] = mapped_column(String(8), server_default="pending")
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    done_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

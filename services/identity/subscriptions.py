@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.identity.handlers import on_oa_follow
+from services.identity.follows.handlers import on_oa_follow
 from shared.bus.consumer import Handler
 
 SUBSCRIPTIONS: dict[str, Handler] = {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from shared.events.commerce import COMMERCE_EVENTS
 from shared.events.envelope import Envelope, EventData
 from shared.events.gateway import ReplyDeferred
 from shared.events.identity import (
@@ -19,6 +20,7 @@ from shared.events.identity import (
     MemberUnmerged,
     PhoneBound,
 )
+from shared.events.notify import ReplyRulesPublished
 from shared.events.wechat import WeChatPushReceived
 
 DOMAIN_EVENTS: tuple[type[EventData], ...] = (
@@ -30,6 +32,8 @@ DOMAIN_EVENTS: tuple[type[EventData], ...] = (
     MemberUnmerged,
     PhoneBound,
     MemberTagsChanged,
+    ReplyRulesPublished,
+    *COMMERCE_EVENTS,
 )
 
 registry: dict[str, type[EventData]] = {cls.event_type: cls for cls in DOMAIN_EVENTS}
@@ -58,6 +62,7 @@ def data_model(event_type: str) -> type[EventData] | None:
 
 
 __all__ = [
+    "COMMERCE_EVENTS",
     "DOMAIN_EVENTS",
     "Envelope",
     "EventData",
@@ -69,6 +74,7 @@ __all__ = [
     "MemberUnmerged",
     "PhoneBound",
     "ReplyDeferred",
+    "ReplyRulesPublished",
     "WeChatPushReceived",
     "data_model",
     "register",

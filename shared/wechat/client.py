@@ -137,6 +137,94 @@ class PhoneInfo(_Answer):
         return str(v) if isinstance(v, int | Decimal) else v
 
 
+def _id_text(v: Any) -> Any:
+    """A 64-bit WeChat id sent as a JSON number or a string: kept as exact text."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class ShopOrder(_Answer):
+    """``order`` of ``/channels/ec/order/get`` (research/shop.md §1.3). ``order_detail`` and
+    ``aftersale_detail`` stay as WeChat sent them: the shop adds and retires fields often."""
+
+    order_id: str
+    status: int
+    create_time: int = 0
+    update_time: int = 0
+    # The order's owner: the payer, or a gift's recipient (absent until the gift is accepted).
+    openid: str | None = None
+    unionid: str | None = None
+    is_present: bool = False
+    present_order_id_str: str | None = None
+    present_giver_openid: str | None = None
+    present_giver_unionid: str | None = None
+    order_detail: dict[str, Any] = Field(default_factory=dict)
+    aftersale_detail: dict[str, Any] = Field(default_factory=dict)
+
+    ids_as_text = field_validator("order_id", "present_order_id_str", mode="before")(_id_text)
+
+
+class ShopOrderPage(_Answer):
+    """``/channels/ec/order/list/get``: one page of order ids."""
+
+    order_id_list: list[str] = Field(default_factory=list)
+    next_key: str = ""
+    has_more: bool = False
+
+    @field_validator("order_id_list", mode="before")
+    @classmethod
+    def _ids_as_text(cls, v: Any) -> Any:
+        return [_id_text(i) for i in v] if isinstance(v, list) else v
+
+
+class ShopAfterSaleProduct(_Answer):
+    product_id: str | None = None
+    sku_id: str | None = None
+    count: int = 0
+
+    ids_as_text = field_validator("product_id", "sku_id", mode="before")(_id_text)
+
+
+class ShopAfterSale(_Answer):
+    """``after_sale_order`` of ``/channels/ec/aftersale/getaftersaleorder`` (research/shop.md §1.5)."""
+
+    after_sale_order_id: str
+    order_id: str
+    status: str
+    type: str = "REFUND"
+    openid: str | None = None
+    unionid: str | None = None
+    product_info: ShopAfterSaleProduct = Field(default_factory=ShopAfterSaleProduct)
+    refund_info: dict[str, Any] = Field(default_factory=dict)
+    create_time: int = 0
+    update_time: int = 0
+
+    ids_as_text = field_validator("after_sale_order_id", "order_id", mode="before")(_id_text)
+
+    @property
+    def amount_fen(self) -> int:
+        amount = self.refund_info.get("amount")
+        return int(amount) if isinstance(amount, int | str) and str(amount).isdigit() else 0
+
+
+class ShopSku(_Answer):
+    sku_id: str
+    sale_price: int = 0
+    stock_num: int = 0
+
+    ids_as_text = field_validator("sku_id", mode="before")(_id_text)
+
+
+class ShopProduct(_Answer):
+    """``product`` of ``/channels/ec/product/get`` (the online data)."""
+
+    product_id: str
+    title: str = ""
+    status: int | None = None
+    skus: list[ShopSku] = Field(default_factory=list)
+
+    ids_as_text = field_validator("product_id", mode="before")(_id_text)
+
+
 # --- the client -----------------------------------------------------------------------------------
 
 
@@ -355,6 +443,40 @@ class WeChatClient:
     async def send_custom_message(self, appid: str, payload: dict[str, Any]) -> None:
         """A customer-service message. NOT idempotent: repeated only on -1 / unsent requests."""
         await self.call(appid, "POST", "/cgi-bin/message/custom/send", json=payload)
+
+    # --- WeChat Shop (channels/ec): reads, repeated after network errors ---------------------------
+
+    async def shop_order_get(self, appid: str, order_id: str) -> ShopOrder:
+        """An order as it is now. ``encode_sensitive_info`` masks the address: Siyu never needs it."""
+        path = "/channels/ec/order/get"
+        body = await self.call(
+            appid, "POST", path, json={"order_id": order_id, "encode_sensitive_info": True}, idempotent=True
+        )
+        return _parse(ShopOrder, body.get("order"), path)
+
+    async def shop_order_list(
+        self, appid: str, *, update_from: int, update_to: int, page_size: int = 100, next_key: str | None = None
+    ) -> ShopOrderPage:
+        """Order ids updated in ``[update_from, update_to]`` (epoch seconds; the shop allows 7 days at most)."""
+        path = "/channels/ec/order/list/get"
+        request: dict[str, Any] = {
+            "update_time_range": {"start_time": update_from, "end_time": update_to},
+            "page_size": page_size,
+        }
+        if next_key:
+            request["next_key"] = next_key
+        body = await self.call(appid, "POST", path, json=request, idempotent=True)
+        return _parse(ShopOrderPage, body, path)
+
+    async def shop_aftersale_get(self, appid: str, after_sale_order_id: str) -> ShopAfterSale:
+        path = "/channels/ec/aftersale/getaftersaleorder"
+        body = await self.call(appid, "POST", path, json={"after_sale_order_id": after_sale_order_id}, idempotent=True)
+        return _parse(ShopAfterSale, body.get("after_sale_order"), path)
+
+    async def shop_product_get(self, appid: str, product_id: str) -> ShopProduct:
+        path = "/channels/ec/product/get"
+        body = await self.call(appid, "POST", path, json={"product_id": product_id, "data_type": 1}, idempotent=True)
+        return _parse(ShopProduct, body.get("product"), path)
 
 
 def _redact(text: str, secrets: list[str]) -> str:

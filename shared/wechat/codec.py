@@ -2,11 +2,15 @@
 
 Everything WeChat pushes reaches the internet-facing gateway, so parsing refuses DTDs and entities
 (XXE, billion laughs), caps size, depth and element count, and never turns a number into a float:
-order ids and MsgIds are 64-bit and JSON floats would corrupt them.
+order ids and MsgIds are 64-bit and JSON floats would corrupt them. Values come back exactly as sent
+(whitespace included): the payload is stored and published as WeChat sent it, and the push models
+(``shared.wechat.push``) strip what they read, as the SDKs do. A UTF-8 byte order mark is accepted
+before JSON just as the XML parser accepts it.
 """
 
 from __future__ import annotations
 
+import codecs
 import decimal
 import json
 import re
@@ -70,15 +74,20 @@ def _element(elem: Element, depth: int, counter: list[int]) -> str | dict[str, A
     return out
 
 
+def is_json_document(data: bytes) -> bool:
+    """Whether a push body is JSON rather than XML: it opens with ``{`` after an optional BOM and whitespace."""
+    return data.removeprefix(codecs.BOM_UTF8).lstrip()[:1] == b"{"
+
+
 def _reject_constant(name: str) -> Any:
     raise MalformedPush(f"the JSON contains {name}, which is not a number")
 
 
 def parse_json(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[str, Any]:
-    """A UTF-8 JSON object; integers stay exact ints, decimals become Decimal (never float)."""
+    """A UTF-8 JSON object (a leading BOM is dropped); integers stay exact ints, decimals become Decimal."""
     _check_size(data, max_bytes)
     try:
-        value = json.loads(data.decode("utf-8"), parse_float=decimal.Decimal, parse_constant=_reject_constant)
+        value = json.loads(data.decode("utf-8-sig"), parse_float=decimal.Decimal, parse_constant=_reject_constant)
     except UnicodeDecodeError:
         raise MalformedPush("the JSON body is not UTF-8") from None
     except RecursionError:

@@ -65,6 +65,7 @@ def _environment(urls: dict[str, str], ports: dict[str, int]) -> dict[str, str]:
             "GATEWAY_IDENTITY_URL": urls["identity"],
             "GATEWAY_COMMERCE_URL": urls["commerce"],
             "GATEWAY_NOTIFY_URL": urls["notify"],
+            "NOTIFY_COMMERCE_URL": urls["commerce"],
             "SIYU_LOG_LEVEL": "INFO",
             "PYTHONPATH": str(ROOT),
             # Its own broker namespace: the integration tests' in-process consumers never share

@@ -93,12 +93,31 @@ async def test_unsigned_push_is_rejected_and_nothing_is_stored(stack: Stack) -> 
     assert await _count("gateway", "SELECT count(*) FROM inbound_pushes") == before
 
 
-async def test_keyword_gets_a_passive_reply_and_menu_click_its_text(stack: Stack) -> None:
+async def test_replies_come_from_notifys_rules_and_a_balance_follows_as_a_message(stack: Stack) -> None:
+    """Fixed replies are the gateway's (from notify's published rules); the points keyword needs
+    commerce's data, which is not there in time: the gateway says it will follow, and notify sends
+    it as a customer-service message (the fallback while commerce has no balance to give)."""
     sandbox = stack.client("sandbox")
     user = (await sandbox.post("/sandbox/users", json={})).json()
     uid = user["user_id"]
     await sandbox.post(f"/sandbox/users/{uid}/follow", json={"appid": OA})
-    text = (await sandbox.post(f"/sandbox/users/{uid}/messages", json={"appid": OA, "text": "我的积分]]>"})).json()
-    assert text["status"] == 200 and "积分" in text["body"] and "reply_error" not in text
+
+    async def help_answered() -> dict[str, object] | None:
+        # notify publishes its rules at start; the gateway serves them once its copy is current.
+        answer = (await sandbox.post(f"/sandbox/users/{uid}/messages", json={"appid": OA, "text": "help"})).json()
+        return answer if "客服" in answer["body"] else None
+
+    await eventually(help_answered, what="the gateway serving notify's rules")
     click = (await sandbox.post(f"/sandbox/users/{uid}/menu-click", json={"appid": OA, "key": "MEMBER_CENTER"})).json()
     assert "会员中心" in click["body"]
+
+    text = (await sandbox.post(f"/sandbox/users/{uid}/messages", json={"appid": OA, "text": "我的积分]]>"})).json()
+    assert text["status"] == 200 and "reply_error" not in text
+    assert "正在查询你的积分，一会儿发给你。" in text["body"], text
+
+    async def followed_up() -> list[dict[str, object]]:
+        inbox = (await sandbox.get(f"/sandbox/users/{uid}/inbox")).json()
+        return [m for m in inbox if m["kind"] == "customer_service"]
+
+    [message] = await eventually(followed_up, what="notify's customer-service message")
+    assert "积分" in str(message["content"]) and "{" not in str(message["content"])

@@ -3,9 +3,9 @@
 Real PostgreSQL (this run's ``siyu_test_identity``, truncated per test), the WeChat sandbox
 in-process, and identity itself in-process in two halves:
 
-* its **internal API**: the real app factory's routes with a lifespan (database, broker
-  connection), but no consumer and no relay: the e2e stack's identity process owns this run's
-  ``identity.events`` queue, and nothing here should race it for messages;
+* its **internal API**: the real routers and dependencies with a lifespan (asyncpg pool, broker
+  connection), but no consumer on the broker and no relay: nothing here should race another
+  consumer of this run's queues for messages, and the outbox stays as the requests left it;
 * its **consumer**: a real :class:`InboxConsumer` over identity's subscription manifest, fed
   message bodies through ``handle`` — the same code path as a broker delivery, inbox included.
 
@@ -19,25 +19,21 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from services.identity.api import router
-from services.identity.app import make_vault
-from services.identity.handlers import IdentityDeps
-from services.identity.models import BUS
+from services.identity.app import ROUTERS
+from services.identity.deps import IdentityDeps, make_vault
 from services.identity.settings import IdentitySettings
 from services.identity.subscriptions import SUBSCRIPTIONS
 from shared.app import Runtime, create_service_app
 from shared.bus.consumer import InboxConsumer
-from shared.bus.outbox import Outbox
 from shared.bus.topology import Topology
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Database
 from shared.events import WeChatPushReceived
 from shared.events.envelope import Envelope
 from shared.http import create_client
@@ -138,9 +134,7 @@ class Identity:
     """identity in-process: its API client, its consumer, and its database."""
 
     api: httpx.AsyncClient
-    consumer: InboxConsumer
-    engine: AsyncEngine
-    sessions: async_sessionmaker[AsyncSession]
+    consumer: InboxConsumer[IdentityDeps]
     deps: IdentityDeps
     sandbox: Sandbox
     app: FastAPI
@@ -164,6 +158,10 @@ class Identity:
         r = await self.api.post("/internal/resolve", json={"appid": appid, "openid": openid})
         return r.json() if r.status_code == 200 else None
 
+    @property
+    def db(self) -> Database:
+        return self.deps.db
+
     async def sql(self, query: str, *args: Any) -> list[asyncpg.Record]:
         conn = await asyncpg.connect(db_url("identity"))
         try:
@@ -185,6 +183,8 @@ class Identity:
         tables = [
             "members",
             "app_identities",
+            "wechat_user_tags",
+            "wechat_sync_attempts",
             "follows",
             "follow_events",
             "phones",
@@ -211,40 +211,39 @@ class Identity:
 @pytest.fixture
 async def identity(databases: dict[str, str]) -> AsyncIterator[Identity]:
     await truncate("identity")
-    settings = load_settings(IdentitySettings)
+    settings = load_settings(IdentitySettings, relay_in_process=False, schedule_interval_seconds=0)
     apps = settings.wechat_apps
     sandbox = Sandbox(apps)
-    deps = IdentityDeps(wechat=sandbox.wechat_client(apps), apps=apps, vault=make_vault(settings))
+    built: list[IdentityDeps] = []
 
-    async def make_deps(_: Runtime) -> IdentityDeps:
+    async def make_deps(rt: Runtime[IdentitySettings]) -> IdentityDeps:
+        deps = IdentityDeps(
+            settings=rt.settings, db=rt.db, wechat=sandbox.wechat_client(apps), apps=apps, vault=make_vault(settings)
+        )
+        built.append(deps)
         return deps
 
-    app = create_service_app(settings, tables=BUS, routers=[router], make_deps=make_deps, run_relay=False)
-    engine = create_engine(settings.sqlalchemy_url, pool_size=20)
-    sessions = create_sessionmaker(engine)
-    consumer = InboxConsumer(
-        "identity",
-        sessions,
-        BUS.inbox,
-        Outbox(BUS.outbox, producer="identity"),
-        None,  # type: ignore[arg-type] - handle() never touches the broker
-        Topology(namespace=NAMESPACE),
-        SUBSCRIPTIONS,
-        deps,
-    )
+    app = create_service_app(settings, routers=ROUTERS, make_deps=make_deps)
     async with app.router.lifespan_context(app):
+        deps = built[0]
+        consumer = InboxConsumer(
+            "identity",
+            deps.db,
+            cast(Any, None),  # handle() never touches the broker
+            Topology(namespace=NAMESPACE),
+            SUBSCRIPTIONS,
+            deps,
+        )
         api = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
             base_url="http://identity.test",
             headers={"X-Siyu-Internal-Token": DEV_INTERNAL_TOKEN},
         )
         try:
-            yield Identity(api, consumer, engine, sessions, deps, sandbox, app)
+            yield Identity(api, consumer, deps, sandbox, app)
         finally:
             await api.aclose()
-            await deps.wechat.aclose()
             await sandbox.aclose()
-            await engine.dispose()
 
 
 __all__ = ["MP", "OA", "SHOP", "AppKind", "Identity", "Sandbox", "identity", "oa_event"]

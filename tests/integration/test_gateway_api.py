@@ -27,10 +27,11 @@ import pytest
 import respx
 
 from services.gateway.app import create_app
-from services.gateway.auth import AUDIENCE, ISSUER, SessionTokens, key_id
-from services.gateway.ratelimit import Limit, RateLimiter
+from services.gateway.ratelimit.schemas import ApiLimits, Bucket, Limit
+from services.gateway.ratelimit.service import RateLimiter
+from services.gateway.sessions.service import AUDIENCE, ISSUER, SessionTokens, key_id
 from services.gateway.settings import GatewaySettings
-from shared.db import create_engine
+from shared.db import Database
 from shared.settings import DEV_INTERNAL_TOKEN
 from tests.conftest import PG, RUN_ID, clone_database, drop_database
 
@@ -707,19 +708,65 @@ async def test_ipv6_clients_share_a_limit_per_64(api_gateway: Gateway) -> None:
 
 
 async def test_limiter_is_exact_under_concurrency_across_replicas(api_db: str) -> None:
-    """Two limiters on two engines (two replicas) hammering one key: exactly ``limit`` get through."""
-    url = gateway_settings().sqlalchemy_url
-    engines = [create_engine(url, pool_size=10) for _ in range(2)]
+    """Two limiters on two pools (two replicas) hammering one key: exactly ``limit`` get through."""
+    dbs = [await Database(gateway_settings().database_dsn, max_size=10).open() for _ in range(2)]
     try:
-        limiters = [RateLimiter(e) for e in engines]
-        limit = Limit("bench", 10)
-        key = f"k-{uuid.uuid4()}"
-        decisions = await asyncio.gather(*(limiters[i % 2].check(limit, key) for i in range(40)))
-        assert sum(d.allowed for d in decisions) == 10
-        assert all(1 <= d.retry_after <= 6 for d in decisions if not d.allowed)
+        limits = ApiLimits.from_settings(gateway_settings())
+        limiters = [RateLimiter(db, limits) for db in dbs]
+        bucket = Bucket(Limit("bench", 10), f"k-{uuid.uuid4()}", "client address")
+        decisions = await asyncio.gather(*(limiters[i % 2].check([bucket]) for i in range(40)))
+        assert sum(d.allowed for [d] in decisions) == 10
+        assert all(1 <= d.retry_after <= 6 for [d] in decisions if not d.allowed)
     finally:
-        for e in engines:
-            await e.dispose()
+        for db in dbs:
+            await db.close()
+
+
+async def test_every_bucket_of_a_request_is_checked_by_one_statement(api_db: str) -> None:
+    """Address, member and route buckets: one round trip, each bucket its own verdict and row."""
+    db = await Database(gateway_settings().database_dsn, min_size=1, max_size=1).open()
+    statements: list[str] = []
+    try:
+        async with db.connection() as conn:
+            conn.add_query_logger(lambda record: statements.append(record.query))
+        member = str(uuid.uuid4())
+        tight, roomy = Limit("events", 2), Limit("member", 100)
+        buckets = [
+            Bucket(Limit("ip", 100), "203.0.113.99", "client address"),
+            Bucket(roomy, member, "member"),
+            Bucket(tight, member, "member"),
+        ]
+        limiter = RateLimiter(db, ApiLimits.from_settings(gateway_settings()))
+        # The first use of a statement on a connection also asks PostgreSQL about its types, once.
+        await limiter.check([Bucket(Limit("ip", 100), "203.0.113.98", "client address")])
+        statements.clear()
+        rounds = [await limiter.check(buckets) for _ in range(3)]
+        assert len(statements) == 3, statements
+        assert [[d.allowed for d in r] for r in rounds] == [[True] * 3, [True] * 3, [True, True, False]]
+        # A refused bucket does not stop the others from counting the request.
+        async with db.connection() as conn:
+            tats = await conn.fetch(
+                "SELECT key, tat - now() AS ahead FROM rate_limits WHERE key = ANY($1::text[]) ORDER BY key",
+                [b.row_key for b in buckets],
+            )
+        assert len(tats) == 3
+        with pytest.raises(Exception) as refused:
+            await limiter.enforce(buckets)
+        assert refused.value.status == 429 and refused.value.extra["limit"] == "events"  # type: ignore[attr-defined]
+    finally:
+        await db.close()
+
+
+async def test_the_limiter_fails_open_when_the_database_is_away(api_db: str) -> None:
+    db = await Database(gateway_settings().database_dsn, min_size=1, max_size=1, acquire_timeout=0.2).open()
+    try:
+        limiter = RateLimiter(db, ApiLimits.from_settings(gateway_settings()))
+        bucket = Bucket(Limit("ip", 1), "203.0.113.100", "client address")
+        async with db.connection():  # the only connection is busy: the check cannot get one in time
+            decisions = [await limiter.check([bucket]) for _ in range(3)]
+        assert all(d.allowed for [d] in decisions)
+    finally:
+        await db.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -853,8 +900,8 @@ async def test_an_abandoned_claim_is_taken_over_after_its_lock(
 
 
 def _hash_of(body: dict[str, Any]) -> str:
-    from services.gateway.api.schemas import EventsRequest
-    from services.gateway.idempotency import fingerprint
+    from services.gateway.idempotency.service import fingerprint
+    from services.gateway.members.schemas import EventsRequest
 
     return fingerprint("POST", "/api/v1/events", EventsRequest.model_validate(body))
 

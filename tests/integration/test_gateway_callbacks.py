@@ -6,12 +6,15 @@ import asyncio
 import base64
 import json
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 import xmltodict
 from wechatpy.crypto import WeChatCrypto
 
+from services.gateway.app import create_app
+from services.gateway.deps import GatewayDeps
 from shared.wechat.crypto import MessageCrypto, sign
 from tests.integration.gateway_fixtures import (
     MP,
@@ -20,7 +23,11 @@ from tests.integration.gateway_fixtures import (
     SHOP,
     Gateway,
     db_count,
+    dev_rules,
     drain,
+    eventually,
+    gateway_settings,
+    publish_rules,
     text_message,
     written,
 )
@@ -72,6 +79,7 @@ async def test_push_encrypted_by_wechatpy_is_accepted_and_published_once(gateway
 
 
 async def test_passive_reply_is_encrypted_and_wechatpy_reads_it(gateway: Gateway, event_probe) -> None:
+    # "积分" needs the member's points: the gateway asks notify, which answers within the budget.
     route = gateway.replies.respond(json={"reply": {"msgtype": "text", "content": "积分 ]]> <b>100</b>"}})
     q, body = gateway.wechat.safe(OA, text_message(OPENID, "积分"))
     r = await gateway.push(OA, q, body)
@@ -88,32 +96,135 @@ async def test_passive_reply_is_encrypted_and_wechatpy_reads_it(gateway: Gateway
     assert (reply["ToUserName"], reply["MsgType"], reply["Content"]) == (OPENID, "text", "积分 ]]> <b>100</b>")
 
 
-async def test_rotation_accepts_the_previous_key_and_replies_with_it(gateway: Gateway) -> None:
-    gateway.replies.respond(json={"reply": {"msgtype": "text", "content": "hi"}})
-    q, body = gateway.wechat.safe(OA, text_message(OPENID, "hi"), key=OLD_KEY)
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (text_message(OPENID, "HELP"), "客服在线时间"),
+        (subscribe(scene="store_42"), "42 号门店"),
+        (subscribe(scene=None), "欢迎关注"),
+        (
+            {
+                "ToUserName": "gh_000000000001",
+                "FromUserName": OPENID,
+                "CreateTime": int(time.time()),
+                "MsgType": "event",
+                "Event": "CLICK",
+                "EventKey": "POINTS_MALL",
+            },
+            "积分兑换",
+        ),
+    ],
+    ids=["keyword", "scene-welcome", "default-welcome", "menu-key"],
+)
+async def test_static_replies_come_from_the_rule_copy_without_asking_anyone(
+    gateway: Gateway, event_probe, payload: dict[str, object], expected: str
+) -> None:
+    q, body = gateway.wechat.safe(OA, payload)
     r = await gateway.push(OA, q, body)
-    assert r.status_code == 200
-    env = xmltodict.parse(r.text)["xml"]
-    app = gateway.wechat.apps[OA]
-    plain = WeChatCrypto(app["token"], OLD_KEY, OA).decrypt_message(
-        r.text, env["MsgSignature"], env["TimeStamp"], env["Nonce"]
-    )
-    assert xmltodict.parse(plain)["xml"]["Content"] == "hi"
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/xml")
+    assert expected in gateway.wechat.open_reply(OA, r.text)["Content"]
+    assert gateway.replies.call_count == 0, "a fixed reply is answered from the gateway's copy"
+    assert not [e for e in await drain(event_probe) if e["type"] == "gateway.reply.deferred"]
 
 
-async def test_slow_notify_gets_success_and_a_deferred_reply_event(gateway: Gateway, event_probe) -> None:
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(gateway.settings.reply_budget_seconds + 1)
-        return httpx.Response(200, json={"reply": {"msgtype": "text", "content": "late"}})
-
-    gateway.replies.mock(side_effect=slow)
-    q, body = gateway.wechat.safe(OA, subscribe())
+async def test_no_rule_no_reply_and_no_call(gateway: Gateway, event_probe) -> None:
+    q, body = gateway.wechat.safe(OA, text_message(OPENID, "天气怎么样"))
     r = await gateway.push(OA, q, body)
     assert (r.status_code, r.text) == (200, "success")
+    assert gateway.replies.call_count == 0
+
+
+async def test_rotation_accepts_the_previous_key_and_replies_with_it(gateway: Gateway) -> None:
+    q, body = gateway.wechat.safe(OA, text_message(OPENID, "help"), key=OLD_KEY)
+    r = await gateway.push(OA, q, body)
+    assert r.status_code == 200
+    assert "客服" in gateway.wechat.open_reply(OA, r.text, key=OLD_KEY)["Content"]
+
+
+def _slow_notify(gateway: Gateway) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(gateway.settings.reply_budget_seconds + 1)
+        return httpx.Response(200, json={"reply": {"msgtype": "text", "content": "你的可用积分：100 分"}})
+
+    gateway.replies.mock(side_effect=slow)
+
+
+@pytest.mark.parametrize(
+    "notify",
+    [
+        _slow_notify,
+        lambda gw: gw.replies.respond(json={"reply": None, "defer": True}),
+        lambda gw: gw.replies.mock(side_effect=httpx.ConnectError("refused")),
+        lambda gw: gw.replies.respond(status_code=503),
+        lambda gw: gw.replies.respond(json={"unexpected": "body"}),
+    ],
+    ids=["over-budget", "notify-defers", "notify-down", "notify-busy", "notify-garbled"],
+)
+async def test_a_reply_that_needs_data_not_there_in_time_is_pending_and_deferred(
+    gateway: Gateway, event_probe, notify
+) -> None:  # type: ignore[no-untyped-def]
+    notify(gateway)
+    q, body = gateway.wechat.safe(OA, text_message(OPENID, "我的积分"))
+    r = await gateway.push(OA, q, body)
+    assert r.status_code == 200
+    content = gateway.wechat.open_reply(OA, r.text)["Content"]
+    assert content == "正在查询你的积分，一会儿发给你。", "the rule's pending text, never a made-up balance"
     events = {e["type"]: e["data"] for e in await drain(event_probe)}
-    assert set(events) == {"wechat.oa.subscribe", "gateway.reply.deferred"}
-    assert events["gateway.reply.deferred"]["scene"] == "store_42"
-    assert events["gateway.reply.deferred"]["trigger"] == "subscribe"
+    assert set(events) == {"wechat.oa.text", "gateway.reply.deferred"}
+    deferred = events["gateway.reply.deferred"]
+    assert (deferred["openid"], deferred["trigger"], deferred["text"]) == (OPENID, "text", "我的积分")
+    assert deferred["push_id"] == events["wechat.oa.text"]["push_id"]
+
+
+async def test_a_retried_push_is_not_replied_to_again(gateway: Gateway, event_probe) -> None:
+    route = gateway.replies.respond(json={"reply": {"msgtype": "text", "content": "你的可用积分：5 分"}})
+    t = int(time.time())
+    first = await gateway.push(OA, *gateway.wechat.safe(OA, text_message(OPENID, "积分", t=t), nonce="r1"))
+    again = await gateway.push(OA, *gateway.wechat.safe(OA, text_message(OPENID, "积分", t=t), nonce="r2"))
+    assert "5 分" in gateway.wechat.open_reply(OA, first.text)["Content"]
+    assert (again.status_code, again.text) == (200, "success")
+    assert route.call_count == 1
+
+
+async def test_the_rule_copy_follows_notify_on_every_replica(
+    gateway: Gateway, amqp, apps_file, event_probe
+) -> None:  # type: ignore[no-untyped-def]
+    """notify publishes a new rule set; the consumer stores it once and BOTH replicas serve it."""
+    second = create_app(gateway_settings(apps_file))
+    async with second.router.lifespan_context(second):
+        replica: GatewayDeps = second.state.deps
+        assert replica.reply_rules.version == gateway.deps.reply_rules.version  # loaded at start
+        changed = dev_rules().model_copy(update={"menu": {"NEWS": "今日新闻：上新啦"}})
+        await publish_rules(amqp, changed)
+
+        async def both_current() -> bool:
+            return gateway.deps.reply_rules.version == replica.reply_rules.version == changed.version
+
+        await eventually(both_current)
+        click = {
+            "ToUserName": "gh_000000000001",
+            "FromUserName": OPENID,
+            "CreateTime": int(time.time()),
+            "MsgType": "event",
+            "Event": "CLICK",
+            "EventKey": "NEWS",
+        }
+        transport = httpx.ASGITransport(app=second)
+        async with httpx.AsyncClient(transport=transport, base_url="http://replica.test") as client:
+            q, body = gateway.wechat.safe(OA, click)
+            r = await client.post(f"/wechat/callbacks/{OA}", params=q, content=body)
+        assert gateway.wechat.open_reply(OA, r.text)["Content"] == "今日新闻：上新啦"
+    # An older set delivered late (a retry overtaken by the newer one) does not win.
+    stale = dev_rules().model_copy(update={"menu": {}})
+    await publish_rules(amqp, stale, published_at=datetime.now(UTC) - timedelta(hours=1))
+
+    async def both_consumed() -> bool:
+        return await db_count("SELECT count(*) FROM inbox WHERE consumer = 'gateway'") == 2
+
+    await eventually(both_consumed)
+    assert await db_count("SELECT count(*) FROM reply_rules WHERE version = $1", changed.version) == 1
+    await gateway.deps.reply_rules.refresh(gateway.deps.db)
+    assert gateway.deps.reply_rules.version == changed.version
 
 
 async def test_json_mini_program_and_shop_pushes_keep_64_bit_ids_exact(gateway: Gateway, event_probe) -> None:
@@ -179,7 +290,9 @@ async def test_the_same_push_ten_times_concurrently_is_one_event(gateway: Gatewa
         q, body = gateway.wechat.safe(OA, subscribe(t=t), nonce=f"n{i}")
         sends.append(gateway.push(OA, q, body))
     answers = await asyncio.gather(*sends)
-    assert [(a.status_code, a.text) for a in answers] == [(200, "success")] * 10
+    assert [a.status_code for a in answers] == [200] * 10
+    # The one that stored it gets the welcome; WeChat's retries get success.
+    assert sorted(a.text == "success" for a in answers) == [False] + [True] * 9
     assert [e["type"] for e in await drain(event_probe)] == ["wechat.oa.subscribe"]
     assert await db_count("SELECT count(*) FROM inbound_pushes") == 1
 
@@ -188,7 +301,8 @@ async def test_identical_retry_with_the_same_signature_is_a_duplicate(gateway: G
     q, body = gateway.wechat.safe(OA, subscribe(scene=None))
     first = await gateway.push(OA, q, body)
     again = await gateway.push(OA, q, body)
-    assert (first.text, again.text) == ("success", "success")
+    assert "欢迎关注" in gateway.wechat.open_reply(OA, first.text)["Content"]
+    assert (again.status_code, again.text) == (200, "success")
     assert [e["type"] for e in await drain(event_probe) if e["type"].startswith("wechat.")] == ["wechat.oa.subscribe"]
 
 
@@ -351,7 +465,15 @@ async def test_vip_user_info_is_answered_by_identity_in_the_response(gateway: Ga
 
 
 async def test_shop_callbacks_get_the_safe_default_when_the_owner_is_slow_or_down(gateway: Gateway) -> None:
-    # Nothing answers identity or commerce here (respx refuses unmocked calls): the defaults apply.
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(gateway.settings.reply_budget_seconds + 1)
+        return httpx.Response(200, json={"errcode": 0, "errmsg": "ok", "result": 1})
+
+    settings = gateway.settings
+    gateway.upstream.post(f"{settings.identity_url}/internal/shop/vip-user-info").mock(
+        side_effect=httpx.ConnectError("refused")
+    )
+    gateway.upstream.post(f"{settings.commerce_url}/internal/shop/vip-discount/use").mock(side_effect=slow)
     q, body = gateway.wechat.safe(
         MP, vip_callback("channels_ec_vip_user_info_get", info={"shop_appid": SHOP}), json_body=True
     )
@@ -365,9 +487,14 @@ async def test_shop_callbacks_get_the_safe_default_when_the_owner_is_slow_or_dow
 
 
 async def test_a_retried_shop_callback_is_answered_again_but_published_once(gateway: Gateway, event_probe) -> None:
+    route = gateway.upstream.post(f"{gateway.settings.identity_url}/internal/shop/vip-user-info").respond(
+        json={"errcode": 0, "errmsg": "ok", "info": {"is_vip": True, "identity": "会员"}}
+    )
     q, body = gateway.wechat.safe(
         MP, vip_callback("channels_ec_vip_user_info_get", info={"shop_appid": SHOP}), json_body=True
     )
     first, again = await gateway.push(MP, q, body), await gateway.push(MP, q, body)
     assert open_json_reply(gateway, MP, first.text) == open_json_reply(gateway, MP, again.text)
+    assert open_json_reply(gateway, MP, again.text)["info"]["is_vip"] is True
+    assert route.call_count == 2
     assert len(await drain(event_probe)) == 1

@@ -6,12 +6,9 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import text
 
-from services.identity.models import BUS
-from services.identity.repository import MemberRepository
-from services.identity.service import IdentityService, utcnow
-from shared.bus.outbox import Outbox
+from services.identity.behaviour.service import BehaviourService
+from services.identity.members.service import utcnow
 from tests.integration.identity_fixtures import OA, Identity, identity
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -21,12 +18,10 @@ __all__ = ["identity"]
 
 async def record_orders(identity: Identity, member_id: str, n: int) -> None:
     """What commerce's paid-order events will feed in (no commerce events exist yet)."""
-    async with identity.sessions() as session, session.begin():
-        service = IdentityService(MemberRepository(session))
+    async with identity.db.unit_of_work() as uow:
+        service = BehaviourService(uow)
         for _ in range(n):
             await service.record_order(uuid.UUID(member_id), amount_fen=9900, at=utcnow())
-        for event in service.drain_events():
-            await Outbox(BUS.outbox, producer="identity").add(session, event)
 
 
 async def follower(identity: Identity, scene: str | None = None) -> tuple[dict[str, Any], str]:
@@ -247,12 +242,11 @@ async def test_the_schedule_refreshes_every_page_and_replicas_take_turns(
     members = [(await follower(identity))[1] for _ in range(3)]
     for m in members:
         await identity.sql("UPDATE members SET created_at = now() - interval '100 days' WHERE id = $1", uuid.UUID(m))
-    rt = identity.app.state.runtime
     # Another replica holds the schedule lock: this one skips the round and changes nothing.
-    async with identity.sessions() as other, other.begin():
-        await other.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": schedule.LOCK_KEY})
-        assert await schedule.refresh_all_rules(rt) == 0
+    async with identity.db.unit_of_work() as other:
+        await other.conn.execute("SELECT pg_advisory_xact_lock($1)", schedule.LOCK_KEY)
+        assert await schedule.refresh_all_rules(identity.deps) == 0
     assert ["new_member" in (await identity.member(m))["tags"] for m in members] == [True] * 3
-    assert await schedule.refresh_all_rules(rt) == 3
+    assert await schedule.refresh_all_rules(identity.deps) == 3
     assert ["new_member" in (await identity.member(m))["tags"] for m in members] == [False] * 3
-    assert await schedule.refresh_all_rules(rt) == 0  # idempotent
+    assert await schedule.refresh_all_rules(identity.deps) == 0  # idempotent

@@ -72,9 +72,12 @@ async def test_a_user_message_opens_five_messages_for_48_hours(sb: Harness, gate
         "kind": "customer_service",
         "msgtype": "text",
         "content": "reply 0",
-        "jump": None,
+        "data": {"content": "reply 0"},
+        "jump": {},
         "kf_account": None,
         "window": "message",
+        "opened_at": None,
+        "opens": 0,
     }
     # The next message from the user renews the quota (it does not add up) and the 48 hours.
     sb.clock.advance(47 * 3600)
@@ -177,7 +180,7 @@ async def test_news_and_mini_program_cards_record_their_jump_target(sb: Harness,
     )
     assert page["jump"] == {"miniprogram": {"appid": MP["appid"], "pagepath": "pages/points/index"}}
     assert page["kf_account"] == "a@brand"
-    assert (image["content"], image["jump"]) == ({"media_id": "MEDIA"}, None)
+    assert (image["content"], image["jump"]) == ({"media_id": "MEDIA"}, {})
 
 
 async def test_customer_service_checks_the_recipient_and_the_token(sb: Harness, gateway: respx.MockRouter) -> None:

@@ -41,7 +41,7 @@ async def json_body(request: Request) -> dict[str, Any]:
         raise WeChatApiError(44002)
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: hostile nesting
         raise WeChatApiError(47001) from None
     if not isinstance(body, dict):
         raise WeChatApiError(47001)

@@ -107,9 +107,12 @@ async def send_custom_message(request: Request, state: StateDep, access_token: s
             "kind": "customer_service",
             "msgtype": msgtype,
             "content": content["content"] if msgtype == "text" else content,
-            "jump": jump,
+            "data": content,
+            "jump": jump or {},
             "kf_account": kf_account,
             "window": grant.scene,
+            "opened_at": None,
+            "opens": 0,
         },
     )
     return OK

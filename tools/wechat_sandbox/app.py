@@ -14,7 +14,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.wechat.apps import WeChatApps
-from tools.wechat_sandbox import api, api_kf, api_oa, control, shop
+from tools.wechat_sandbox import (
+    api,
+    api_kf,
+    api_oa,
+    control,
+    messages_api,
+    messages_control,
+    shop,
+    shop_api,
+    shop_control,
+)
+from tools.wechat_sandbox.messages import MessageCenter
 from tools.wechat_sandbox.push import CallbackPusher
 from tools.wechat_sandbox.state import Clock, SandboxState, WeChatApiError
 
@@ -46,6 +57,7 @@ def create_app(
     )
     app.state.sandbox = state
     app.state.pusher = pusher
+    messages = app.state.messages = MessageCenter(apps, seed)
 
     @app.exception_handler(WeChatApiError)
     async def _wechat_error(_: Request, exc: WeChatApiError) -> JSONResponse:
@@ -59,6 +71,20 @@ def create_app(
             errcode = 43002 if request.method == "GET" else 43001
             return JSONResponse(WeChatApiError(errcode).body())
         return await http_exception_handler(request, exc)
+
+    @app.middleware("http")
+    async def _enforce_limits(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # Counted per app, so the token decides; a bad token is left to the route's 40001/42001.
+        # Nothing awaits between the check and the count, so concurrent calls cannot overshoot.
+        limit = messages.limits.get(request.url.path)
+        if limit is not None:
+            try:
+                token = state.tokens.check(request.query_params.get("access_token"))
+            except WeChatApiError:
+                token = None
+            if token is not None and (errcode := limit.admit(token.appid, state.now())) is not None:
+                return JSONResponse(WeChatApiError(errcode).body())
+        return await call_next(request)
 
     @app.middleware("http")
     async def _inject_faults(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -77,6 +103,10 @@ def create_app(
     app.include_router(api.router)
     app.include_router(api_kf.router)
     app.include_router(api_oa.router)
+    app.include_router(shop_api.router)
     app.include_router(control.router)
     app.include_router(shop.router)
+    app.include_router(shop_control.router)
+    app.include_router(messages_api.router)
+    app.include_router(messages_control.router)
     return app

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from shared.wechat.apps import AppKind, WeChatApp
 from tools.wechat_sandbox import kf
 from tools.wechat_sandbox.api import StateDep
+from tools.wechat_sandbox.messages import open_target
 from tools.wechat_sandbox.oa import with_sub_buttons
 from tools.wechat_sandbox.push import CallbackPusher, PushMode
 from tools.wechat_sandbox.state import Fault, SandboxState, VirtualUser
@@ -64,6 +65,10 @@ class RawPush(AppRef):
     payload: dict[str, Any]
     mode: Literal["safe", "compat", "plain"] | None = None
     repeat: int = Field(default=1, ge=1, le=100)
+
+
+class OpenRequest(_Body):
+    seq: int = Field(ge=1)
 
 
 class NewFault(_Body):
@@ -240,9 +245,32 @@ async def bind_unionid(state: StateDep, user_id: str, body: OptionalAppRef | Non
 
 @router.get("/users/{user_id}/inbox")
 async def inbox(state: StateDep, user_id: str) -> list[dict[str, Any]]:
-    """Everything WeChat showed the user; customer-service messages are ``{"kind": "customer_service",
-    "appid", "msgtype", "content", "jump", "kf_account", "window"}``."""
+    """Everything WeChat showed the user, oldest first: ``{"seq", "delivered_at", "kind" (template,
+    subscribe, subscribe_notice, customer_service), "appid", "template_id"?, "data", "jump": {"url"?,
+    "miniprogram"?: {"appid", "pagepath"}}, "opened_at", "opens", ...}``; README.md lists each kind's
+    extra fields."""
     return list(_user(state, user_id).inbox)
+
+
+@router.post("/users/{user_id}/open")
+async def open_message(state: StateDep, user_id: str, body: OpenRequest) -> dict[str, Any]:
+    """Play the user tapping inbox message ``seq``: answers what opened — ``{"opened": "miniprogram",
+    "miniprogram": {"appid", "pagepath"}, "pagepath", "path", "query"}`` with the page's query string
+    as sent (the mini-program wins when a message has both jumps), or ``{"opened": "url", "url",
+    "query"}`` — and records the open on the entry (``opened_at`` the first time, ``opens``). 404 no
+    such message; 409 a message without a jump target."""
+    user = _user(state, user_id)
+    entry = next((m for m in user.inbox if m.get("seq") == body.seq), None)
+    if entry is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"{user_id} has no message {body.seq}")
+    target = open_target(entry)
+    if target is None:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"message {body.seq} has no jump target")
+    now = int(state.now())
+    if entry.get("opened_at") is None:
+        entry["opened_at"] = now
+    entry["opens"] = int(entry.get("opens") or 0) + 1
+    return {"seq": body.seq, "kind": entry.get("kind"), "appid": entry.get("appid"), "opened_at": now, **target}
 
 
 @router.get("/users/{user_id}/menu")

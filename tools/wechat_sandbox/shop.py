@@ -8,6 +8,9 @@ mini-program member callbacks that must be answered synchronously.
   **mini-program's** push URL — ToUserName the mini-program's UserName, FromUserName the user's
   mini-program openid (official channels_ec_vip_user_info_get doc) — and the answer is read from the
   HTTP response.
+
+These are raw pushes: they change no state. The shop's catalog, orders, gifts and after-sales live in
+``shop_state.py``, are played through ``shop_control.py`` and read back through ``shop_api.py``.
 """
 
 from __future__ import annotations
@@ -65,6 +68,17 @@ def _merge(base: dict[str, Any], extra: dict[str, Any] | None) -> dict[str, Any]
     return out
 
 
+def shop_envelope(state: SandboxState, shop: WeChatApp, from_user: str, event: str) -> dict[str, Any]:
+    """The fields every shop push starts with (research/shop.md §1.6)."""
+    return {
+        "ToUserName": shop.original_id or shop.appid,
+        "FromUserName": from_user,
+        "CreateTime": int(state.now()),
+        "MsgType": "event",
+        "Event": event,
+    }
+
+
 def default_shop_body(state: SandboxState, event: str) -> dict[str, Any]:
     """The event-specific part of a shop push (research/shop.md §1.6 table); ``{}`` for other events."""
     now = int(state.now())
@@ -102,13 +116,7 @@ async def shop_push(state: StateDep, pusher: PusherDep, body: ShopPush) -> list[
         from_user = _user(state, body.user_id).openids[shop.appid]
     else:
         from_user = state.ids.shop_system_openid(shop.appid)
-    envelope = {
-        "ToUserName": shop.original_id or shop.appid,
-        "FromUserName": from_user,
-        "CreateTime": int(state.now()),
-        "MsgType": "event",
-        "Event": body.event,
-    }
+    envelope = shop_envelope(state, shop, from_user, body.event)
     payload = _merge(envelope | default_shop_body(state, body.event), body.payload)
     try:
         prepared = pusher.prepare(shop, payload)

@@ -19,6 +19,7 @@ from tools.wechat_sandbox.errors import ERRMSGS as ERRMSGS
 from tools.wechat_sandbox.errors import WeChatApiError as WeChatApiError
 from tools.wechat_sandbox.kf import ServiceWindows
 from tools.wechat_sandbox.oa import OfficialAccountBook
+from tools.wechat_sandbox.shop_state import ShopBook
 
 Clock = Callable[[], float]
 
@@ -54,6 +55,9 @@ class SandboxIds:
         self._phone_codes = random.Random(f"{seed}:phone-codes")
         self._menus = random.Random(f"{seed}:menus")
         self._shop = random.Random(f"{seed}:shop")
+        # The shop's own records (orders, gifts, after-sales, payments): a stream apart from the
+        # raw-push ids above, so arbitrary /sandbox/shop/push calls do not shift them.
+        self._shop_records = random.Random(f"{seed}:shop-records")
         # Real openids of one app share a leading run of characters; so do unionids of one
         # Open Platform account. Mimic that so ids look (and sort) like the real thing.
         self._unionid_prefix = self._chars(random.Random(f"{seed}:unionid-prefix"), 5)
@@ -108,6 +112,19 @@ class SandboxIds:
 
     def shop_aftersale_id(self) -> int:
         return self._shop.randint(4_000_000_000_000_000_000, 4_099_999_999_999_999_999)
+
+    def shop_record_id(self, prefix: int) -> str:
+        """A 19-digit record id as a string: orders start 37, gifts (present orders) 42 like the
+        docs' samples, after-sales 40 like the raw pushes'."""
+        return str(self._shop_records.randint(prefix * 10**17, (prefix + 1) * 10**17 - 1))
+
+    def shop_payment_digits(self, n: int) -> str:
+        """Digits for prepay, transaction and waybill numbers."""
+        return "".join(self._shop_records.choice(string.digits) for _ in range(n))
+
+    def shop_catalog(self, appid: str) -> random.Random:
+        """The stream a shop's seeded catalog draws its ids from: the same catalog on every run."""
+        return random.Random(f"{self.seed}:shop-catalog:{appid}")
 
     def shop_system_openid(self, appid: str) -> str:
         """The fixed FromUserName of shop events that concern no buyer (product audits, coupons...)."""
@@ -199,7 +216,7 @@ class _StableSlot:
     force_refreshes: list[float] = field(default_factory=list)
 
 
-def _wechat_day(ts: float) -> int:
+def wechat_day(ts: float) -> int:
     """Quotas reset at midnight Beijing time (UTC+8)."""
     return int((ts + 8 * 3600) // 86400)
 
@@ -254,8 +271,8 @@ class AccessTokens:
 
     @staticmethod
     def _may_force_refresh(slot: _StableSlot, now: float) -> bool:
-        today = _wechat_day(now)
-        slot.force_refreshes = [t for t in slot.force_refreshes if _wechat_day(t) == today]
+        today = wechat_day(now)
+        slot.force_refreshes = [t for t in slot.force_refreshes if wechat_day(t) == today]
         if len(slot.force_refreshes) >= STABLE_FORCE_REFRESH_PER_DAY:
             return False
         return not slot.force_refreshes or now - slot.force_refreshes[-1] >= STABLE_FORCE_REFRESH_MIN_GAP
@@ -332,6 +349,8 @@ class SandboxState:
         self.kf = ServiceWindows(clock)
         # Official-account state (user tags, menus), one book per account.
         self._books: dict[str, OfficialAccountBook] = {}
+        # WeChat Shop state (catalog, orders, gifts, after-sales), one book per shop app.
+        self._shops: dict[str, ShopBook] = {}
         self.pushes: deque[dict[str, Any]] = deque(maxlen=PUSH_LOG_LIMIT)
         self._push_seq = 0
         # WeChat API path -> pending faults, consumed first to last.
@@ -446,6 +465,14 @@ class SandboxState:
         if book is None:
             book = self._books[appid] = OfficialAccountBook(appid, self.ids)
         return book
+
+    # -- WeChat Shop books --------------------------------------------------------------------
+
+    def shop(self, appid: str) -> ShopBook:
+        shop = self._shops.get(appid)
+        if shop is None:
+            shop = self._shops[appid] = ShopBook(appid, self.ids, self.clock)
+        return shop
 
     # -- wx.login codes -----------------------------------------------------------------------
 

@@ -1,61 +1,38 @@
-"""A reply the gateway could not give in time goes out as a customer-service message."""
+"""A reply the gateway could not give in time goes out as a customer-service message.
+
+The content is worked out before the inbox transaction opens (``Prefetching``: it may ask
+commerce), the decision is recorded as a pending delivery in the inbox transaction, and the
+message is sent after that commit by the delivery sender (``services/notify/deliveries``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-from services.notify.models import Delivery
-from services.notify.replies.rules import ReplyRules
-from shared.bus.consumer import EventContext
+from services.notify.deliveries.repository import DeliveryRepository
+from services.notify.deps import NotifyDeps
+from services.notify.replies.service import ReplyService
+from shared.bus.consumer import EventContext, Prefetching
 from shared.events import ReplyDeferred
-from shared.observability import get_logger
-from shared.wechat.client import WeChatClient
-from shared.wechat.errors import WeChatAPIError, WeChatUnavailable
-
-log = get_logger(__name__)
+from shared.replies import ReplyAsk
 
 
-@dataclass
-class NotifyDeps:
-    wechat: WeChatClient
-    rules: ReplyRules
-
-    async def aclose(self) -> None:
-        await self.wechat.aclose()
+def _ask(event: ReplyDeferred) -> ReplyAsk:
+    return ReplyAsk.model_validate(
+        {"trigger": event.trigger, "text": event.text, "scene": event.scene, "key": event.key}
+    )
 
 
-async def on_reply_deferred(event: ReplyDeferred, ctx: EventContext[NotifyDeps]) -> None:
-    content = ctx.deps.rules.reply_for(event.trigger, text=event.text, scene=event.scene, key=event.key)
+async def _content(event: ReplyDeferred, deps: NotifyDeps) -> str | None:
+    return await ReplyService(deps.reply_rules, deps.points).deferred_content(event.appid, event.openid, _ask(event))
+
+
+async def _record(event: ReplyDeferred, ctx: EventContext[NotifyDeps]) -> None:
+    content: str | None = ctx.prefetched
     if not content:
         return
     body = {"touser": event.openid, "msgtype": "text", "text": {"content": content}}
-    status, errcode, errmsg = "sent", None, None
-    try:
-        await ctx.deps.wechat.send_custom_message(event.appid, body)
-    except WeChatAPIError as exc:
-        if exc.retryable:
-            raise  # WeChat said it did nothing (-1, quota): the consumer retries with backoff
-        # Outside the 48-hour window (45015), over its count (45047), not a follower (43004): final.
-        status, errcode, errmsg = "rejected", exc.errcode, exc.errmsg
-        log.warning("reply.rejected", errcode=exc.errcode, appid=event.appid)
-    except WeChatUnavailable as exc:
-        # A timeout or a 5xx after the request left: it may have been delivered. A courtesy reply
-        # sent twice is worse than one lost, so it is recorded as unknown and not retried.
-        status, errmsg = "unknown", exc.detail
-        log.warning("reply.outcome_unknown", appid=event.appid, error=exc.detail)
-    await ctx.session.execute(
-        pg_insert(Delivery)
-        .values(
-            channel="customer_service",
-            appid=event.appid,
-            openid=event.openid,
-            source_event_id=str(ctx.envelope.event_id),
-            body=body,
-            status=status,
-            errcode=errcode,
-            errmsg=errmsg,
-        )
-        .on_conflict_do_nothing(index_elements=["source_event_id"])
+    await DeliveryRepository(ctx.uow.conn).record(
+        "customer_service", event.appid, event.openid, str(ctx.envelope.event_id), body
     )
+
+
+on_reply_deferred = Prefetching(fetch=_content, apply=_record)

@@ -7,9 +7,10 @@ from decimal import Decimal
 import pytest
 
 from shared.errors import PayloadTooLarge
-from shared.wechat.codec import DEFAULT_MAX_BYTES, MAX_DEPTH, parse_json, parse_xml, render_xml
-from shared.wechat.crypto import MalformedPush
+from shared.wechat.codec import DEFAULT_MAX_BYTES, MAX_DEPTH, is_json_document, parse_json, parse_xml, render_xml
+from shared.wechat.crypto import MalformedPush, MessageCrypto
 
+BOM = b"\xef\xbb\xbf"
 TEXT_XML = (
     b"<xml><ToUserName><![CDATA[toUser]]></ToUserName><FromUserName><![CDATA[fromUser]]></FromUserName>"
     b"<CreateTime>1348831860</CreateTime><MsgType><![CDATA[text]]></MsgType>"
@@ -31,7 +32,8 @@ def test_parse_xml_returns_strings_with_cdata_unwrapped() -> None:
     }
 
 
-def test_parse_xml_keeps_whitespace_and_empty_elements() -> None:
+def test_parse_xml_keeps_values_exactly_as_sent() -> None:
+    # Stripping is the push models' job (test_push.py): the payload is stored as WeChat sent it.
     data = "<xml><A><![CDATA[  两 端  ]]></A><B></B><C/><D>a &amp; b</D></xml>".encode()
     assert parse_xml(data) == {"A": "  两 端  ", "B": "", "C": "", "D": "a & b"}
 
@@ -178,8 +180,28 @@ def test_parse_json_requires_an_object(data: bytes) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"{", b"{'a': 1}", b'{"a": 1,}', b'{"a": "\xff"}', b"\xef\xbb\xbf{}", b'{"a": ' + b"9" * 5000 + b"}"],
-    ids=["empty", "truncated", "single-quotes", "trailing-comma", "not-utf8", "bom", "huge-int"],
+    [
+        b"",
+        b"{",
+        b"{'a': 1}",
+        b'{"a": 1,}',
+        b'{"a": "\xff"}',
+        BOM,
+        BOM + BOM + b"{}",
+        b" " + BOM + b"{}",
+        b'{"a": ' + b"9" * 5000 + b"}",
+    ],
+    ids=[
+        "empty",
+        "truncated",
+        "single-quotes",
+        "trailing-comma",
+        "not-utf8",
+        "bom-only",
+        "two-boms",
+        "late-bom",
+        "huge-int",
+    ],
 )
 def test_parse_json_rejects_malformed_json(data: bytes) -> None:
     with pytest.raises(MalformedPush):
@@ -198,6 +220,50 @@ def test_parse_json_refuses_deep_nesting() -> None:
 
 def test_parse_json_reads_utf8() -> None:
     assert parse_json('{"Content": "你好"}'.encode()) == {"Content": "你好"}
+
+
+# --- a UTF-8 byte order mark ------------------------------------------------------------------------
+
+# SKIT's sample of the mini-program's JSON push, byte order mark and all.
+SHOP_JSON = (
+    b'{\n    "ToUserName": "gh_123456789abc",\n    "FromUserName": "o7esq5OI1Uej6Xixw1lA2H7XDVbc",\n'
+    b'    "CreateTime": "1610968440",\n    "MsgType": "event",\n    "Event": "subscribe_msg_change_event",\n'
+    b'    "List": [{"TemplateId": "BEwX0BOT3MqK3Uc5oTU3CGBqzjpndk2jzUf7VfExd8", "SubscribeStatusString": "reject"}]\n}'
+)
+
+
+def test_parse_json_accepts_a_bom_like_parse_xml_does() -> None:
+    assert parse_json(BOM + SHOP_JSON) == parse_json(SHOP_JSON)
+    assert parse_json(BOM + SHOP_JSON)["Event"] == "subscribe_msg_change_event"
+    assert parse_xml(BOM + TEXT_XML) == parse_xml(TEXT_XML)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (SHOP_JSON, True),
+        (BOM + SHOP_JSON, True),
+        (b"\r\n  " + SHOP_JSON, True),
+        (BOM + b"\n" + SHOP_JSON, True),
+        (TEXT_XML, False),
+        (BOM + TEXT_XML, False),
+        (b"", False),
+        (BOM, False),
+        (b"[]", False),
+    ],
+)
+def test_is_json_document_looks_past_a_bom_and_whitespace(data: bytes, expected: bool) -> None:
+    assert is_json_document(data) is expected
+
+
+@pytest.mark.parametrize("body", [SHOP_JSON, BOM + SHOP_JSON], ids=["plain", "bom"])
+def test_a_bom_inside_the_encryption_is_accepted_too(body: bytes) -> None:
+    # The decrypted payload is what the gateway sniffs and parses: BOM or not, the same push.
+    crypto = MessageCrypto("pamtest", "abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG", "wxb11529c136998cb6")
+    plaintext = crypto.decrypt(crypto.encrypt(body)).plaintext
+    assert plaintext == body
+    assert is_json_document(plaintext)
+    assert parse_json(plaintext) == parse_json(SHOP_JSON)
 
 
 # --- render_xml -------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Coupons: welcome, tier and abandoned-order coupons with claim limits; use recorded from the shop."""

@@ -1,0 +1,1 @@
+"""The points mall: rewards with stock, redemptions that reserve, fulfil and commit (or release)."""

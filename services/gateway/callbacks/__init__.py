@@ -1,1 +1,0 @@
-"""WeChat pushes: verify, decode, de-duplicate, store with the outbox row, acknowledge."""

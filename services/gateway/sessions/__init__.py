@@ -1,0 +1,1 @@
+"""Mini-program sign-in: a wx.login code becomes the gateway's own session token."""

@@ -1,0 +1,1 @@
+"""Members: resolve-or-create by (appid, openid) and unionid, links, merges and their undo, the member view."""

@@ -1,0 +1,1 @@
+"""Verified phone numbers: one member per number, never a merge."""

@@ -1,0 +1,1 @@
+"""The WeChat Shop membership callbacks identity answers (through the gateway, synchronously)."""

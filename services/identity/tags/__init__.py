@@ -1,0 +1,1 @@
+"""Tags (rule and operator) and segments."""

@@ -1,0 +1,1 @@
+"""The mirror of Siyu tags on a service account's WeChat user tags, and conditional menus."""
