@@ -2,11 +2,13 @@
 
 Groups (every ratio compares cases of this run; see ``bench/README.md``):
 
-``publish``  raw aio-pika publishing with confirms, 1 in flight and 200 in flight, versus
-             :class:`OutboxRelay` draining a pre-filled outbox (``relay_once`` until it claims 0).
+``publish``  raw aio-pika publishing with confirms, 1 in flight and a relay batch in flight,
+             versus :class:`OutboxRelay` draining a pre-filled outbox (``relay_once`` until it
+             claims 0).
 ``produce``  one event per transaction, sequentially: a bare ``INSERT`` of the same row with
-             asyncpg, the same ``INSERT`` through a SQLAlchemy session, and ``Outbox.add``
-             (with the services' engine, and with ``pool_pre_ping`` off to show what it costs).
+             asyncpg (autocommit, and in a pooled transaction), ``UnitOfWork.publish`` (a
+             service's unit of work: pooled connection, transaction, the outbox statement at
+             commit) and ``Outbox.write`` as one autocommitted statement (the hot-path form).
 ``consume``  a pre-loaded quorum queue drained by a raw consumer that only acks, one that
              ``INSERT``s the effect with asyncpg, one that writes inbox + effect in one asyncpg
              transaction, and :class:`InboxConsumer` whose handler ``INSERT``s the effect.
@@ -34,41 +36,31 @@ import aio_pika
 import asyncpg
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
 from aiormq.abc import DeliveredMessage
-from sqlalchemy import (
-    BigInteger,
-    Column,
-    DateTime,
-    LargeBinary,
-    MetaData,
-    String,
-    Table,
-    event,
-    func,
-    insert,
-    text,
-)
-from sqlalchemy.dialects.postgresql import JSONB, UUID
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import BigInteger, Column, DateTime, MetaData, String, Table, func, text
+from sqlalchemy.dialects.postgresql import UUID
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import register
 from bench.harness import Case, Latencies, Run, summarize_latencies
+from services.relay import RelaySettings
 from shared.bus.consumer import EventContext, InboxConsumer
-from shared.bus.outbox import Outbox, OutboxRelay
+from shared.bus.relay import OutboxRelay, _Outcomes
 from shared.bus.tables import inbox_table, outbox_table
 from shared.bus.topology import Topology
-from shared.db import create_engine, create_sessionmaker
+from shared.db import Database
 from shared.events import WeChatPushReceived
 from shared.events.envelope import Envelope
 from shared.observability import configure_logging
-from shared.settings import SiyuSettings, load_settings
+from shared.settings import ServiceSettings, SiyuSettings, load_settings
 
 DB_NAME = "siyu_bench"
 EVENT_TYPE = "wechat.oa.subscribe"  # a real routed type; its data model needs no registration
 PRODUCER = "bench"
-WINDOW = 200  # in-flight publishes of the windowed baseline = the relay's default batch size
-RELAY_BATCH = 200  # ServiceSettings.relay_batch_size default
-PREFETCH = 32  # ServiceSettings.consumer_prefetch default
-POOL_SIZE = 10  # ServiceSettings.db_pool_size default (shared.db adds max_overflow = pool_size)
+# The defaults the processes run with: the relay process's batch, a service's prefetch and pool.
+RELAY_BATCH: int = RelaySettings.model_fields["relay_batch_size"].default
+WINDOW = RELAY_BATCH  # in-flight publishes of the windowed baseline = one relay batch
+PREFETCH: int = ServiceSettings.model_fields["consumer_prefetch"].default
+POOL_SIZE: int = ServiceSettings.model_fields["db_pool_size"].default
 LOAD_TX = 500  # events per transaction when filling the outbox outside the timed section
 LOAD_CONCURRENCY = 4  # fill transactions in parallel (set-up only: nothing else runs meanwhile)
 ROUNDS = 2  # publish and consume groups
@@ -85,8 +77,8 @@ SINK, INBOX_C, RAW_ACK, RAW_INSERT, RAW_INBOX = "sink", "inbox", "raw-ack", "raw
 CONSUMERS = (SINK, INBOX_C, RAW_ACK, RAW_INSERT, RAW_INBOX)
 
 metadata = MetaData()
-OUTBOX = outbox_table(metadata)
-INBOX = inbox_table(metadata)
+outbox_table(metadata)
+inbox_table(metadata)
 EFFECTS = Table(
     "effects",
     metadata,
@@ -102,16 +94,9 @@ BARE_DDL = [
     "CREATE SEQUENCE outbox_bare_id_seq OWNED BY outbox_bare.id",
     "ALTER TABLE outbox_bare ALTER COLUMN id SET DEFAULT nextval('outbox_bare_id_seq')",
 ]
-BARE = Table(
-    "outbox_bare",
-    MetaData(),
-    Column("event_id", UUID(as_uuid=True)),
-    Column("type", String(200)),
-    Column("body", LargeBinary),
-    Column("headers", JSONB),
-)
 BARE_INSERT_SQL = "INSERT INTO outbox_bare (event_id, type, body, headers) VALUES ($1, $2, $3, $4::jsonb)"
 EFFECT_SQL = "INSERT INTO effects (consumer, event_id, n) VALUES ($1, $2, 0)"
+EFFECT_N_SQL = "INSERT INTO effects (consumer, event_id, n) VALUES ($1, $2, $3)"
 INBOX_SQL = (
     "INSERT INTO inbox (consumer, event_id, event_type) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING event_id"
 )
@@ -197,14 +182,16 @@ class Env:
         self.pg = settings.postgres_dsn.rstrip("/")
         self.amqp = settings.amqp_url
         self.dsn = f"{self.pg}/{DB_NAME}"
-        self.sa_url = self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
         self.tag = secrets.token_hex(3)
         self.topology = Topology(namespace=f"bench-{self.tag}.")
-        self.engine: AsyncEngine | None = None
-        self.sessions: async_sessionmaker[AsyncSession] | None = None
-        self.engines: list[AsyncEngine] = []
+        self._db: Database | None = None
         self.connections: list[AbstractRobustConnection] = []
-        self.connects = 0  # new DBAPI connections opened by the services' engine
+
+    @property
+    def db(self) -> Database:
+        """The database as a service has it (``shared.db.Database``: an asyncpg pool of POOL_SIZE)."""
+        assert self._db is not None, "create_database() first"
+        return self._db
 
     async def connect(self, role: str) -> AbstractRobustConnection:
         conn = await aio_pika.connect_robust(
@@ -220,31 +207,14 @@ class Env:
             await admin.execute(f'CREATE DATABASE "{DB_NAME}"')
         finally:
             await admin.close()
-        # The engine a service builds (shared.db.create_engine: pool 10 + overflow 10, pre-ping).
-        self.engine = create_engine(self.sa_url, pool_size=POOL_SIZE)
-        self.engines.append(self.engine)
-        self.sessions = create_sessionmaker(self.engine)
-
-        @event.listens_for(self.engine.sync_engine, "connect")
-        def _count(*_: Any) -> None:
-            self.connects += 1
-
-        async with self.engine.begin() as conn:
+        # The schema from the tables the services' migrations create (SQLAlchemy only declares it).
+        engine = create_async_engine(self.dsn.replace("postgresql://", "postgresql+asyncpg://", 1))
+        async with engine.begin() as conn:
             await conn.run_sync(metadata.create_all)
             for ddl in BARE_DDL:
                 await conn.execute(text(ddl))
-
-    def engine_without_pre_ping(self) -> async_sessionmaker[AsyncSession]:
-        """shared.db.create_engine's settings except ``pool_pre_ping`` (a diagnostic, not a service)."""
-        engine = create_async_engine(
-            self.sa_url,
-            pool_size=POOL_SIZE,
-            max_overflow=POOL_SIZE,
-            pool_pre_ping=False,
-            connect_args={"server_settings": {"application_name": "siyu"}},
-        )
-        self.engines.append(engine)
-        return create_sessionmaker(engine)
+        await engine.dispose()
+        self._db = await Database(self.dsn, producer=PRODUCER, max_size=POOL_SIZE, application_name="bench").open()
 
     async def sql(self, *queries: str) -> Any:
         """Run statements on a fresh connection; returns the first column of the last one's row."""
@@ -271,8 +241,8 @@ class Env:
                 await conn.close()
         except Exception as exc:
             errors.append(f"broker clean-up: {exc!r}")
-        for engine in self.engines:
-            await engine.dispose()
+        if self._db is not None:
+            await self._db.close()
         try:
             admin = await asyncpg.connect(f"{self.pg}/postgres")
             try:
@@ -359,32 +329,31 @@ class TimedRelay(OutboxRelay):
             self.phases["mark+commit"].append(time.perf_counter() - self._marking)
         return claimed
 
-    async def _get_exchange(self) -> AbstractExchange:
+    async def _publish_all(self, exchange: AbstractExchange, rows: list[Any]) -> tuple[_Outcomes, BaseException | None]:
         self._claimed = time.perf_counter()
         self.phases["claim"].append(self._claimed - self._started)
-        return await super()._get_exchange()
+        return await super()._publish_all(exchange, rows)
 
-    async def _mark(self, session: AsyncSession, outcomes: dict[str, list[Any]]) -> None:
+    async def _mark(self, conn: asyncpg.Connection, outcomes: _Outcomes) -> None:
         self._marking = time.perf_counter()
         self.phases["publish"].append(self._marking - self._claimed)
-        await super()._mark(session, outcomes)
+        await super()._mark(conn, outcomes)
 
 
-async def fill_outbox(sessions: async_sessionmaker[AsyncSession], outbox: Outbox, indexes: range) -> None:
+async def fill_outbox(db: Database, indexes: range) -> None:
     chunks = [range(s, min(indexes.stop, s + LOAD_TX)) for s in range(indexes.start, indexes.stop, LOAD_TX)]
 
     async def worker() -> None:
         while chunks:
             chunk = chunks.pop()
-            async with sessions() as session, session.begin():
+            async with db.unit_of_work() as uow:
                 for i in chunk:
-                    await outbox.add(session, push(i), event_type=EVENT_TYPE)
+                    uow.publish(push(i), event_type=EVENT_TYPE)
 
     await asyncio.gather(*(worker() for _ in range(LOAD_CONCURRENCY)))
 
 
 async def bench_publish(run: Run, env: Env) -> None:
-    assert env.sessions is not None
     n = int(run.n * PUBLISH_SHARE)
     n_serial = max(ROUNDS, int(run.n * SERIAL_SHARE))
     payloads = Payloads(n)
@@ -408,13 +377,11 @@ async def bench_publish(run: Run, env: Env) -> None:
         compare_to=[serial.name, windowed.name],
         latency_of=f"relay_once of {RELAY_BATCH}",
     )
-    outbox = Outbox(OUTBOX, PRODUCER)
     relay_conn = await env.connect("relay")
-    relay = TimedRelay(env.sessions, OUTBOX, relay_conn, env.topology, PRODUCER, batch_size=RELAY_BATCH)
+    relay = TimedRelay(env.db, relay_conn, env.topology, PRODUCER, batch_size=RELAY_BATCH)
     await relay._get_exchange()  # open the confirm channel outside the timing, as a running relay has
     relay.phases = {k: [] for k in relay.phases}
     fill_seconds = 0.0
-    connects_before = env.connects
 
     for serial_part, part in zip(split(n_serial), split(n), strict=True):
         returned = 0
@@ -439,9 +406,9 @@ async def bench_publish(run: Run, env: Env) -> None:
         check(returned == 0 and await queue_depth(conn, sink) == len(part), "windowed publish: all queued")
         await purge(conn, sink)
 
-        # Fill the outbox through Outbox.add (LOAD_TX events per transaction), outside the timing.
+        # Fill the outbox through units of work (LOAD_TX events each), outside the timing.
         t0 = time.perf_counter()
-        await fill_outbox(env.sessions, outbox, part)
+        await fill_outbox(env.db, part)
         fill_seconds += time.perf_counter() - t0
         await env.sql("ANALYZE outbox")  # as autovacuum would after a fill this size
 
@@ -460,7 +427,7 @@ async def bench_publish(run: Run, env: Env) -> None:
         check(await queue_depth(conn, sink) == len(part), "relay: every event reached the queue")
         await purge(conn, sink)
 
-    run.facts[f"outbox fill, Outbox.add {LOAD_TX}/tx x {LOAD_CONCURRENCY} in parallel (untimed set-up)"] = (
+    run.facts[f"outbox fill, UnitOfWork {LOAD_TX} events/tx x {LOAD_CONCURRENCY} in parallel (untimed set-up)"] = (
         f"{n / fill_seconds:,.0f} events/s"
     )
     lat = relay_case.latencies.values
@@ -475,7 +442,6 @@ async def bench_publish(run: Run, env: Env) -> None:
         round(sum(claims[:quarter]) / quarter * 1000, 2),
         round(sum(claims[-quarter:]) / quarter * 1000, 2),
     ]
-    relay_case.extra["new_db_connections"] = env.connects - connects_before
     for c in (serial, windowed, relay_case):
         run.record(c)
     await channel.close()
@@ -488,44 +454,44 @@ async def bench_publish(run: Run, env: Env) -> None:
 
 
 async def bench_produce(run: Run, env: Env) -> None:
-    assert env.sessions is not None
     n = int(run.n * PRODUCE_SHARE)
     payloads = Payloads(n)
-    outbox = Outbox(OUTBOX, PRODUCER)
-    no_ping = env.engine_without_pre_ping()
+    db = env.db
     await env.sql("TRUNCATE outbox, outbox_bare")
 
     raw_case = run.new_case(
-        "bare INSERT, asyncpg, 1 row/tx", group="produce", unit="tx/s", baseline=True, latency_of="transaction"
+        "bare INSERT, asyncpg, 1 row/tx (autocommit)",
+        group="produce",
+        unit="tx/s",
+        baseline=True,
+        latency_of="transaction",
     )
-    session_case = run.new_case(
-        "bare INSERT, SQLAlchemy session, 1 row/tx",
+    tx_case = run.new_case(
+        "bare INSERT in BEGIN/COMMIT, asyncpg pool",
         group="produce",
         unit="tx/s",
         baseline=True,
         compare_to=[raw_case.name],
         latency_of="transaction",
+        notes="pool.acquire, BEGIN, INSERT, COMMIT, release: the round trips of a unit of work",
     )
-    add_case = run.new_case(
-        "Outbox.add, 1 event/tx",
+    uow_case = run.new_case(
+        "UnitOfWork.publish, 1 event/tx",
         group="produce",
         unit="tx/s",
-        compare_to=[raw_case.name, session_case.name],
+        compare_to=[raw_case.name, tx_case.name],
         latency_of="transaction",
     )
-    add_no_ping = run.new_case(
-        "Outbox.add, 1 event/tx, engine without pool_pre_ping",
+    write_case = run.new_case(
+        "Outbox.write, 1 event, one autocommitted statement",
         group="produce",
         unit="tx/s",
-        compare_to=[raw_case.name, add_case.name],
+        compare_to=[raw_case.name, uow_case.name],
         latency_of="transaction",
-        notes="diagnostic: shared.db.create_engine's settings except pool_pre_ping",
+        notes="the hot-path form: a pooled connection and the one outbox statement (no BEGIN/COMMIT)",
     )
 
     raw = await asyncpg.connect(env.dsn)
-    for sessions in (env.sessions, no_ping):  # open a pooled connection in each engine, untimed
-        async with sessions() as session:
-            await session.execute(text("SELECT 1"))
     try:
         for part in split(n, PRODUCE_ROUNDS):
             with raw_case.timed():
@@ -537,36 +503,38 @@ async def bench_produce(run: Run, env: Env) -> None:
                     raw_case.latencies.add(time.perf_counter() - t0)
             raw_case.n += len(part)
 
-            with session_case.timed():
+            with tx_case.timed():
                 for i in part:
                     t0 = time.perf_counter()
-                    async with env.sessions() as session, session.begin():
-                        await session.execute(
-                            insert(BARE).values(
-                                event_id=uuid.uuid4(),
-                                type=EVENT_TYPE,
-                                body=payloads.bodies[i],
-                                headers=payloads.headers[i],
-                            )
+                    async with db.pool.acquire() as conn, conn.transaction():
+                        await conn.execute(
+                            BARE_INSERT_SQL, uuid.uuid4(), EVENT_TYPE, payloads.bodies[i], payloads.headers_json[i]
                         )
-                    session_case.latencies.add(time.perf_counter() - t0)
-            session_case.n += len(part)
+                    tx_case.latencies.add(time.perf_counter() - t0)
+            tx_case.n += len(part)
 
-            for case, sessions in ((add_case, env.sessions), (add_no_ping, no_ping)):
-                data = [push(i) for i in part]  # the caller has its data; the envelope is Outbox.add's work
-                with case.timed():
-                    for d in data:
-                        t0 = time.perf_counter()
-                        async with sessions() as session, session.begin():
-                            await outbox.add(session, d, event_type=EVENT_TYPE)
-                        case.latencies.add(time.perf_counter() - t0)
-                case.n += len(part)
+            data = [push(i) for i in part]  # the caller has its data; the envelope is the outbox's work
+            with uow_case.timed():
+                for d in data:
+                    t0 = time.perf_counter()
+                    async with db.unit_of_work() as uow:
+                        uow.publish(d, event_type=EVENT_TYPE)
+                    uow_case.latencies.add(time.perf_counter() - t0)
+            uow_case.n += len(part)
+
+            with write_case.timed():
+                for d in data:
+                    t0 = time.perf_counter()
+                    async with db.connection() as conn:
+                        await db.outbox.write(conn, [db.outbox.prepare(d, event_type=EVENT_TYPE)])
+                    write_case.latencies.add(time.perf_counter() - t0)
+            write_case.n += len(part)
     finally:
         await raw.close()
     check(await env.sql("SELECT count(*) FROM outbox_bare") == 2 * n, "bare inserts: rows stored")
     check(await env.sql("SELECT count(*) FROM outbox WHERE status = 'pending'") == 2 * n, "outbox rows stored")
     run.facts["outbox row body bytes (avg)"] = await env.sql("SELECT avg(length(body))::int FROM outbox")
-    for c in (raw_case, session_case, add_case, add_no_ping):
+    for c in (raw_case, tx_case, uow_case, write_case):
         run.record(c)
     await env.sql("TRUNCATE outbox, outbox_bare")
 
@@ -575,7 +543,7 @@ async def bench_produce(run: Run, env: Env) -> None:
 # 4: consuming — queue to committed effect
 
 
-class CountingInboxConsumer(InboxConsumer):
+class CountingInboxConsumer(InboxConsumer[None]):
     """The real consumer; counts ``handle`` calls that returned (their transaction committed)."""
 
     def __init__(self, *args: Any, target: int, latencies: Latencies, **kwargs: Any) -> None:
@@ -600,7 +568,7 @@ class CountingInboxConsumer(InboxConsumer):
 
 async def record_effect(data: WeChatPushReceived, ctx: EventContext[Any]) -> None:
     """The handler under test: one row in ``effects``, in the inbox's transaction."""
-    await ctx.session.execute(insert(EFFECTS).values(consumer=INBOX_C, event_id=ctx.envelope.event_id, n=data.push_id))
+    await ctx.uow.conn.execute(EFFECT_N_SQL, INBOX_C, ctx.envelope.event_id, data.push_id)
 
 
 RawHandler = Callable[[AbstractIncomingMessage], Awaitable[None]]
@@ -644,12 +612,12 @@ async def wait_done(done: asyncio.Event, what: str, n: int) -> None:
 
 
 async def bench_consume(run: Run, env: Env) -> None:
-    assert env.sessions is not None
     n = int(run.n * CONSUME_SHARE)
     payloads = Payloads(n)
     loader = await env.connect("loader")
     consumer_conn = await env.connect("consumer")
-    pool = await asyncpg.create_pool(env.dsn, min_size=2 * POOL_SIZE, max_size=2 * POOL_SIZE)
+    # The raw consumers get a pool the size of the service's (asyncpg, as InboxConsumer's Database).
+    pool = await asyncpg.create_pool(env.dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
     assert pool is not None
 
     # Every consumer's queue as a service declares it (quorum), all bound to the event type: one
@@ -675,7 +643,6 @@ async def bench_consume(run: Run, env: Env) -> None:
         compare_to=[ack_case.name, insert_case.name, inbox_sql_case.name],
         latency_of="handle() incl. commit",
     )
-    connects_before = env.connects
 
     async def drain(case: Case, consumer: str, on_message: Callable[[Progress], RawHandler], count: int) -> None:
         p = Progress(count)
@@ -727,9 +694,7 @@ async def bench_consume(run: Run, env: Env) -> None:
 
             consumer = CountingInboxConsumer(
                 INBOX_C,
-                env.sessions,
-                INBOX,
-                Outbox(OUTBOX, PRODUCER),
+                env.db,
                 consumer_conn,
                 env.topology,
                 {EVENT_TYPE: record_effect},
@@ -760,7 +725,6 @@ async def bench_consume(run: Run, env: Env) -> None:
         name: await queue_depth(loader, env.topology.queue(name)) for name in (RAW_ACK, RAW_INSERT, RAW_INBOX, INBOX_C)
     }
     check(not any(left.values()), f"messages left unacknowledged: {left}")
-    inbox_case.extra["new_db_connections"] = env.connects - connects_before
     for c in (ack_case, insert_case, inbox_sql_case, inbox_case):
         run.record(c)
 
@@ -772,7 +736,7 @@ async def bench_consume(run: Run, env: Env) -> None:
     "backbone",
     n=20_000,
     quick_n=3_000,
-    description="outbox relay, Outbox.add and InboxConsumer vs raw aio-pika / asyncpg on the real broker and DB",
+    description="outbox relay, UnitOfWork/Outbox writes, InboxConsumer vs raw aio-pika/asyncpg (real broker and DB)",
 )
 async def bench(run: Run) -> None:
     configure_logging("bench", "WARNING")

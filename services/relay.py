@@ -54,8 +54,11 @@ def health_app(relays: list[OutboxRelay], dbs: list[Database], settings: RelaySe
                 await db.ping()
             except Exception as exc:
                 reasons[relay.producer] = f"database unreachable: {exc.__class__.__name__}"
+            else:
+                if relay.last_error is not None:
+                    reasons[relay.producer] = f"relaying fails: {relay.last_error}"
         connection = request.app.state.connection
-        if connection is None or connection.is_closed:
+        if connection is None or not connection.connected.is_set():  # a robust one reconnecting is not "closed"
             reasons["broker"] = "not connected"
         if reasons:
             return JSONResponse({"status": "unavailable", "reasons": reasons}, status_code=503)
@@ -67,7 +70,8 @@ def health_app(relays: list[OutboxRelay], dbs: list[Database], settings: RelaySe
     return Starlette(routes=[Route("/health", health), Route("/ready", ready), Route("/metrics", metrics)])
 
 
-async def run(services: list[str]) -> None:
+async def run(services: list[str]) -> int:
+    """Relay until SIGINT/SIGTERM (0) or until a relay or the HTTP server dies (1)."""
     settings = load_settings(RelaySettings)
     configure_logging("relay", settings.log_level)
     topology = Topology(namespace=settings.amqp_namespace)
@@ -94,7 +98,6 @@ async def run(services: list[str]) -> None:
     server = uvicorn.Server(
         uvicorn.Config(app, host=settings.relay_host, port=settings.relay_port, log_config=None, access_log=False)
     )
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,12 +105,19 @@ async def run(services: list[str]) -> None:
     tasks = [asyncio.create_task(r.run(), name=f"relay-{r.producer}") for r in relays]
     tasks.append(asyncio.create_task(server.serve(), name="relay-http"))
     log.info("relay.started", services=services, port=settings.relay_port)
+    stopping = asyncio.create_task(stop.wait())
+    died = False
     try:
-        done, _ = await asyncio.wait([asyncio.create_task(stop.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if task in tasks and task.exception() is not None:
-                log.error("relay.task_died", task=task.get_name(), error=repr(task.exception()))
+            # They run until stopped: one that ended on its own is a failure. (uvicorn also ends
+            # its server on SIGTERM, so only while no stop was asked for.)
+            if task in tasks and not stop.is_set():
+                died = True
+                error = task.exception() if not task.cancelled() else None
+                log.error("relay.task_died", task=task.get_name(), error=repr(error))
     finally:
+        stopping.cancel()
         for relay in relays:
             relay.stop()
         server.should_exit = True
@@ -117,6 +127,7 @@ async def run(services: list[str]) -> None:
         for db in dbs:
             await db.close()
         log.info("relay.stopped")
+    return 1 if died else 0
 
 
 def main(argv: list[str]) -> int:
@@ -126,11 +137,10 @@ def main(argv: list[str]) -> int:
         print(f"siyu: unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run(services))
+        return asyncio.run(run(services))
     except SiyuError as exc:
         print(f"siyu: {exc.detail}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

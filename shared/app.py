@@ -250,7 +250,7 @@ def create_service_app(
         except Exception as exc:
             reasons["database"] = f"unreachable: {exc.__class__.__name__}"
         connection = getattr(request.app.state, "connection", None)
-        if connection is None or connection.is_closed:
+        if connection is None or not connection.connected.is_set():  # a robust one reconnecting is not "closed"
             reasons["broker"] = "not connected"
         consumer = getattr(request.app.state, "consumer", None)
         if consumer is not None and consumer.status:

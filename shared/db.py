@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import aiormq
 import asyncpg
 import orjson
 from sqlalchemy import MetaData, make_url
@@ -86,9 +87,23 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", "") or ""
         return state in _TRANSIENT_SQLSTATES or state[:2] in _TRANSIENT_SQLSTATE_CLASSES
-    # A connection that died under a statement, a pool that timed out handing one out, a refused
-    # TCP connect: all of asyncpg's interface errors are about the connection, never the SQL.
-    return isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError | ConnectionError)
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        # The client's protocol state, not the statement: seen when a backend is terminated while
+        # the connection is idle ("cannot switch to state 11; another operation is in progress"),
+        # and for a statement cache outdated by a schema change. A fresh connection passes.
+        return True
+    if isinstance(exc, asyncpg.InterfaceError):
+        # Most interface errors are the caller's bug (a wrong number of arguments, an operation
+        # already in progress): holding the event for those would stall it forever. Only a
+        # connection or pool that is gone is the database being away.
+        return any(m in str(exc) for m in _GONE_MESSAGES)
+    # A refused or reset TCP connection (asyncpg, aio-pika's connection errors are OSErrors too),
+    # a pool that timed out handing out a connection, a broker channel closed under us.
+    return isinstance(exc, OSError | TimeoutError | aiormq.exceptions.ChannelInvalidStateError)
+
+
+# asyncpg.InterfaceError messages that mean "the connection or pool is gone", not "wrong call".
+_GONE_MESSAGES = ("connection is closed", "connection was closed", "pool is closing", "pool is closed")
 
 
 # --- the runtime database: asyncpg ----------------------------------------------------------------
@@ -205,9 +220,31 @@ class Database:
             readonly=readonly,
         )
 
+    @asynccontextmanager
+    async def take_turns(self, job: str) -> AsyncIterator[bool]:
+        """True while this process holds ``job``'s turn; False when another replica has it.
+
+        For a periodic job that calls WeChat and commits in short units of work of its own: the
+        turn is a session-level advisory lock on a connection opened for it, not a pooled one, so
+        no pooled connection is held for the length of the job and closing the connection (also
+        when the job is cancelled) always gives the turn back.
+        """
+        conn = await asyncpg.connect(self.dsn, timeout=5, server_settings={"application_name": self.application_name})
+        try:
+            held = bool(await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", job))
+            yield held
+        finally:
+            with contextlib.suppress(Exception):
+                await conn.close()
+
     async def ping(self, timeout: float = 2.0) -> None:  # noqa: ASYNC109 - passed to asyncpg
         async with self.pool.acquire(timeout=timeout) as conn:
             await conn.fetchval("SELECT 1", timeout=timeout)
+
+
+def batch_delete_sql(table: str, where: str, batch: int = 5000) -> str:
+    """The one statement :func:`delete_in_batches` repeats (tests EXPLAIN it to see its index)."""
+    return f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {where} LIMIT {int(batch)}))"
 
 
 async def delete_in_batches(db: Database, table: str, where: str, *args: object, batch: int = 5000) -> int:
@@ -217,7 +254,7 @@ async def delete_in_batches(db: Database, table: str, where: str, *args: object,
     ``where`` should be served by an index (every retention predicate in Siyu is), or each batch
     scans the table again.
     """
-    sql = f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE {where} LIMIT {int(batch)}))"
+    sql = batch_delete_sql(table, where, batch)
     total = 0
     while True:
         async with db.connection() as conn:

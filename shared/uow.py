@@ -27,9 +27,12 @@ from asyncpg.transaction import Transaction
 
 from shared.bus.outbox import Outbox, OutgoingEvent
 from shared.events.envelope import Envelope, EventData
+from shared.observability import get_logger
 
 if TYPE_CHECKING:
     from shared.db import Database
+
+log = get_logger(__name__)
 
 Isolation = Literal["read_committed", "repeatable_read", "serializable"]
 
@@ -67,6 +70,9 @@ class UnitOfWork:
         """Publish ``data`` if and when this unit of work commits (outbox row in the same transaction)."""
         if self.readonly:
             raise RuntimeError("a read-only unit of work cannot publish events")
+        if self._tx is None:
+            # Outside `async with` the event would never be written: say so instead of losing it.
+            raise RuntimeError("publish inside the unit of work (`async with db.unit_of_work() as uow:`)")
         event = self.outbox.prepare(
             data, event_type=event_type, correlation_id=self.correlation_id, causation_id=self.causation_id
         )
@@ -99,14 +105,20 @@ class UnitOfWork:
                 await self._tx.commit()
             else:
                 # The connection may be the thing that failed: a rollback that cannot be sent is
-                # the server's rollback anyway (it aborts the transaction when the session drops).
-                with contextlib.suppress(asyncpg.InterfaceError, asyncpg.PostgresError, OSError):
+                # the server's rollback anyway (it aborts the transaction when the session drops),
+                # and the error that ended the unit of work is the one to raise, whatever this one is.
+                with contextlib.suppress(Exception):
                     await self._tx.rollback()
         finally:
             await self._release()
 
     async def _release(self) -> None:
-        acquire, self._acquire, self._conn = self._acquire, None, None
+        acquire, self._acquire, self._conn, self._tx = self._acquire, None, None, None
         if acquire is not None:
-            await acquire.__aexit__(None, None, None)
-
+            try:
+                await acquire.__aexit__(None, None, None)
+            except Exception as exc:
+                # asyncpg could not reset the connection (it died after the commit or with the
+                # error being raised) and has already terminated it. That is no reason to fail a
+                # unit of work that committed, or to hide the error that ended one that did not.
+                log.warning("db.release_failed", error=repr(exc))

@@ -4,7 +4,9 @@ python -m tools.siyuctl check                      # are PostgreSQL and RabbitMQ
 python -m tools.siyuctl migrate [service ...]      # create databases, run Alembic to head
 python -m tools.siyuctl revision SERVICE -m MSG    # autogenerate a migration
 python -m tools.siyuctl topology                   # declare exchanges and every service's queues
-python -m tools.siyuctl outbox                     # backlog per service (pending, failing, unroutable)
+python -m tools.siyuctl outbox                     # per service: pending, failing, parked, unroutable, oldest pending
+python -m tools.siyuctl outbox parked [SERVICE]    # rows given up on after max attempts: id, type, attempts, error
+python -m tools.siyuctl outbox retry SERVICE (--id N [--id N ...] | --all)   # parked rows back to pending
 python -m tools.siyuctl dlq list [SERVICE]         # dead letters: count and a summary of each
 python -m tools.siyuctl dlq show SERVICE N         # the N-th dead letter in full
 python -m tools.siyuctl dlq redrive SERVICE [--limit N] [--type T]   # back to the service's queue
@@ -18,6 +20,8 @@ import json
 import sys
 from typing import Any
 
+import asyncpg
+
 from services.manifests import CONSUMERS, SERVICES
 from shared.bus import ops
 from shared.db import alembic_config, ensure_database, migrate
@@ -28,6 +32,10 @@ from shared.settings import SiyuSettings, load_settings, service_settings_class
 def _db_url(service: str) -> str:
     settings = load_settings(service_settings_class(service, SERVICES[service]))
     return settings.sqlalchemy_url
+
+
+def _db_dsn(service: str) -> str:
+    return load_settings(service_settings_class(service, SERVICES[service])).database_dsn
 
 
 async def cmd_check(_: argparse.Namespace) -> int:
@@ -69,10 +77,28 @@ async def cmd_topology(_: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_outbox(_: argparse.Namespace) -> int:
-    rows = [await ops.outbox_backlog(service, _db_url(service)) for service in SERVICES]
-    print(json.dumps(rows, indent=2, default=str))
-    return 0
+async def cmd_outbox(args: argparse.Namespace) -> int:
+    if args.action == "retry":
+        if bool(args.ids) == args.all:
+            print("siyu: say which parked rows to retry: --id N (repeatable) or --all", file=sys.stderr)
+            return 2
+        retried = await ops.outbox_retry(_db_dsn(args.service), None if args.all else args.ids)
+        print(json.dumps({"service": args.service, "retried": retried}, indent=2))
+        return 0
+    services = [args.service] if getattr(args, "service", None) else list(SERVICES)
+    result: list[dict[str, Any]] = []
+    failed = False
+    for service in services:
+        try:
+            if args.action == "parked":
+                result.append({"service": service, "parked": await ops.outbox_parked(_db_dsn(service), args.limit)})
+            else:
+                result.append(await ops.outbox_backlog(service, _db_dsn(service)))
+        except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+            failed = True
+            result.append({"service": service, "error": f"database unreachable: {exc.__class__.__name__}: {exc}"})
+    print(json.dumps(result, indent=2, ensure_ascii=False, default=str))
+    return 1 if failed else 0
 
 
 async def cmd_dlq(args: argparse.Namespace) -> int:
@@ -104,7 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-m", "--message", required=True)
     p.set_defaults(fn=cmd_revision)
     sub.add_parser("topology").set_defaults(fn=cmd_topology)
-    sub.add_parser("outbox").set_defaults(fn=cmd_outbox)
+    outbox = sub.add_parser("outbox")
+    outbox.set_defaults(fn=cmd_outbox, action=None)
+    outbox_sub = outbox.add_subparsers(dest="action")
+    p = outbox_sub.add_parser("parked")
+    p.add_argument("service", nargs="?", choices=list(SERVICES))
+    p.add_argument("--limit", type=int, default=100)
+    p = outbox_sub.add_parser("retry")
+    p.add_argument("service", choices=list(SERVICES))
+    p.add_argument("--id", dest="ids", type=int, action="append", default=[], help="a parked row's id (repeatable)")
+    p.add_argument("--all", action="store_true", help="every parked row of the service")
     dlq = sub.add_parser("dlq").add_subparsers(dest="action", required=True)
     p = dlq.add_parser("list")
     p.add_argument("service", nargs="?", choices=list(CONSUMERS))

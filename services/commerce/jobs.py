@@ -1,10 +1,9 @@
 """commerce's periodic jobs (``background=[...]``), each run by one replica at a time.
 
-A round takes a session-level advisory lock on a connection of its own (``pg_try_advisory_lock``:
-another replica's round skips instead of doing the same work); WeChat is called with no transaction
-open, and each order, member or gift is applied in a short unit of work of its own. Every step is
-idempotent, so a round cut short is simply done again by the next one. Times come from
-``deps.clock`` (tests move it across boundaries).
+A round takes its turn (``Database.take_turns``: another replica's round skips instead of doing the
+same work); WeChat is called with no transaction open, and each order, member or gift is applied in
+a short unit of work of its own. Every step is idempotent, so a round cut short is simply done again
+by the next one. Times come from ``deps.clock`` (tests move it across boundaries).
 
 * :func:`reconcile_orders_once` — the order mirror's safety net: walks ``order/list/get`` by update
   time from a stored cursor (minus an overlap) and applies every order it lists, so a lost push
@@ -16,8 +15,6 @@ idempotent, so a round cut short is simply done again by the next one. Times com
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from services.commerce.coupons.repository import CouponRepository
@@ -38,24 +35,12 @@ from shared.wechat.errors import WeChatAPIError
 
 log = get_logger(__name__)
 
-RECONCILE_LOCK = 0x5159_0C01  # any constants the replicas share
-HOUSEKEEPING_LOCK = 0x5159_0C02
+RECONCILE_JOB = "commerce.reconcile_orders"
+HOUSEKEEPING_JOB = "commerce.housekeeping"
 MAX_WINDOW = 7 * 86_400 - 1  # order/list/get: update_time_range at most 7 days
 PAGE = 100
 BATCH = 500
 GIFT_GRACE = timedelta(minutes=10)
-
-
-@asynccontextmanager
-async def taking_turns(deps: CommerceDeps, key: int) -> AsyncIterator[bool]:
-    """True while this process holds the job's lock; False when another replica has it."""
-    async with deps.db.connection() as conn:
-        held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
-        try:
-            yield held
-        finally:
-            if held:
-                await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
 
 async def apply_order(deps: CommerceDeps, appid: str, order_id: str, source: str) -> bool:
@@ -72,7 +57,7 @@ async def apply_order(deps: CommerceDeps, appid: str, order_id: str, source: str
 
 async def reconcile_orders_once(deps: CommerceDeps) -> dict[str, int]:
     counts = {"orders_reconciled": 0}
-    async with taking_turns(deps, RECONCILE_LOCK) as mine:
+    async with deps.db.take_turns(RECONCILE_JOB) as mine:
         if not mine:
             return counts
         for app in deps.settings.wechat_apps.of_kind(AppKind.SHOP):
@@ -110,7 +95,7 @@ async def _reconcile_shop(deps: CommerceDeps, appid: str) -> int:
 async def housekeeping_once(deps: CommerceDeps) -> dict[str, int]:
     counts = {"points_expired": 0, "expiring_notices": 0, "tiers_lowered": 0, "coupons_expired": 0}
     counts |= {"gifts_rechecked": 0, "redemptions_released": 0}
-    async with taking_turns(deps, HOUSEKEEPING_LOCK) as mine:
+    async with deps.db.take_turns(HOUSEKEEPING_JOB) as mine:
         if not mine:
             return counts
         settings, now = deps.settings, deps.clock()

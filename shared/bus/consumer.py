@@ -141,9 +141,9 @@ class InboxConsumer(Generic[D]):
 
     async def start(self) -> None:
         self._channel = await self.connection.channel()
-        await self._channel.set_qos(prefetch_count=self.prefetch)
         self._publish_channel = await self.connection.channel(publisher_confirms=True)
         self._queue = await self.topology.declare_consumer(self._channel, self.consumer, self.handlers)
+        await self._channel.set_qos(prefetch_count=self.prefetch)
         self._consumer_tag = await self._queue.consume(self._on_message)
         log.info("consumer.started", consumer=self.consumer, queue=self._queue.name, types=sorted(self.handlers))
 
@@ -216,26 +216,33 @@ class InboxConsumer(Generic[D]):
                 outcome = await self.handle(message.body)
             except PoisonMessage as exc:
                 await self._dead_letter(message, f"poison: {exc}")
-                return "poison"
+                outcome = "poison"
             except Exception as exc:
-                if not is_transient(exc):
-                    await self._retry_or_dead_letter(message, attempt, exc)
-                    return "failed"
-                TRANSIENT.labels(self.consumer).inc()
-                failures += 1
-                if self._stopping.is_set() or time.monotonic() - held_since > self.max_hold:
+                if is_transient(exc):
+                    TRANSIENT.labels(self.consumer).inc()
+                    failures += 1
+                    if not self._stopping.is_set() and time.monotonic() - held_since <= self.max_hold:
+                        await self._pause(exc)
+                        delay = min(self.max_backoff, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random())
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                        continue
                     # Give it back: the broker redelivers it (counted toward the delivery limit,
                     # which is far above what an outage that long costs).
                     log.warning("event.returned", error=repr(exc), held_seconds=round(time.monotonic() - held_since))
                     with contextlib.suppress(Exception):
                         await message.nack(requeue=True)
-                    return "returned"
-                await self._pause(exc)
-                delay = min(self.max_backoff, 0.2 * 2 ** min(failures, 10)) * (0.5 + random.random())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-                continue
-            await self._ack(message)
+                    outcome = "returned"
+                else:
+                    await self._retry_or_dead_letter(message, attempt, exc)
+                    outcome = "failed"
+            else:
+                await self._ack(message)
+            # Whatever became of this message, it is no longer held: take deliveries again. After a
+            # failure of its own the dependency evidently answered; after a return, the next
+            # delivery tests the dependency again (and pauses again if it is still away). Without
+            # this a consumer paused by an outage stayed paused whenever its held messages ended
+            # any other way than handled.
             await self._resume()
             return outcome
 

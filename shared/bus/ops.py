@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiormq.abc import DeliveredMessage
 from sqlalchemy import make_url
 
+from shared.bus.outbox import NOTIFY_CHANNEL
 from shared.bus.topology import Topology
 
 
@@ -56,22 +57,67 @@ async def declare_topology(amqp_url: str, namespace: str, consumers: Mapping[str
             await topology.declare_consumer(channel, consumer, types)
 
 
+def _plain_dsn(database_url: str) -> str:
+    """asyncpg takes ``postgresql://``; settings may hand over SQLAlchemy's ``postgresql+asyncpg://``."""
+    return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+_BACKLOG = """
+SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
+       count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS failing,
+       count(*) FILTER (WHERE status = 'parked') AS parked,
+       count(*) FILTER (WHERE status = 'unroutable') AS unroutable,
+       extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending'))::float8 AS oldest_pending_seconds,
+       (array_agg(last_error ORDER BY id DESC) FILTER (WHERE status IN ('pending', 'parked') AND attempts > 0))[1]
+           AS last_error
+FROM outbox
+"""
+
+_PARKED = """
+SELECT id, event_id, type, attempts, last_error, created_at
+FROM outbox WHERE status = 'parked' ORDER BY id LIMIT $1
+"""
+
+# Back to pending with a fresh budget (``max_attempts`` more tries), due now by the database's clock.
+_RETRY = """
+UPDATE outbox SET status = 'pending', attempts = 0, available_at = now()
+WHERE status = 'parked' AND ($1::bigint[] IS NULL OR id = ANY($1::bigint[]))
+"""
+
+
 async def outbox_backlog(service: str, database_url: str) -> dict[str, Any]:
-    conn = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    """One service's outbox: pending, failing (pending after a failed attempt), parked (given up on
+    after ``max_attempts``; ``outbox_retry`` re-queues them), unroutable, and the oldest pending
+    row's age in seconds (None when nothing is pending)."""
+    conn = await asyncpg.connect(_plain_dsn(database_url), timeout=5)
     try:
-        row = await conn.fetchrow(
-            """
-            SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-                   count(*) FILTER (WHERE status = 'pending' AND attempts > 0) AS failing,
-                   count(*) FILTER (WHERE status = 'unroutable') AS unroutable,
-                   min(created_at) FILTER (WHERE status = 'pending') AS oldest_pending,
-                   max(last_error) FILTER (WHERE status = 'pending' AND attempts > 0) AS last_error
-            FROM outbox
-            """
-        )
+        row = await conn.fetchrow(_BACKLOG)
     finally:
         await conn.close()
-    return {"service": service, **dict(row)} if row else {"service": service}
+    assert row is not None  # an aggregate always answers one row
+    return {"service": service, **dict(row)}
+
+
+async def outbox_parked(database_url: str, limit: int = 100) -> list[dict[str, Any]]:
+    """The parked rows, oldest first: what failed ``max_attempts`` times and why."""
+    conn = await asyncpg.connect(_plain_dsn(database_url), timeout=5)
+    try:
+        return [dict(r) for r in await conn.fetch(_PARKED, limit)]
+    finally:
+        await conn.close()
+
+
+async def outbox_retry(database_url: str, ids: Sequence[int] | None = None) -> int:
+    """Move parked rows (those in ``ids``, or all with None) back to pending. Returns how many."""
+    conn = await asyncpg.connect(_plain_dsn(database_url), timeout=5)
+    try:
+        status = await conn.execute(_RETRY, None if ids is None else list(ids))
+        retried = int(status.rsplit(" ", 1)[-1])
+        if retried:
+            await conn.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)  # wake the relay now
+        return retried
+    finally:
+        await conn.close()
 
 
 def _summary(message: AbstractIncomingMessage) -> dict[str, Any]:

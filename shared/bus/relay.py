@@ -14,7 +14,11 @@ Outcomes:
   type: its queue is missing or unbound, and dropping the event would lose it;
 * failed → retried with exponential backoff, on the database's clock (replicas with skewed clocks
   agree); after ``max_attempts`` the row is ``parked``: it stays, is counted in
-  ``siyu_outbox_parked`` and listed by ``siyuctl outbox``, and ``siyuctl outbox retry`` re-queues it.
+  ``siyu_outbox_parked`` and listed by ``siyuctl outbox parked``, and ``siyuctl outbox retry``
+  re-queues it;
+* broker unreachable (no channel, connection lost mid-batch, confirm timed out) → not the row's
+  failure: the rows stay pending with their attempts untouched and the relay backs off, so a broker
+  outage of any length parks nothing.
 
 Running in its own process keeps publishing from competing with request handling for the
 service's event loop and CPU (``services/relay.py`` runs one relay per service database).
@@ -36,7 +40,7 @@ from prometheus_client import Counter, Gauge
 
 from shared.bus.outbox import NOTIFY_CHANNEL
 from shared.bus.topology import Topology, amqp_message
-from shared.db import Database
+from shared.db import Database, is_transient
 from shared.observability import get_logger
 
 log = get_logger(__name__)
@@ -70,11 +74,15 @@ FROM unnest($1::bigint[], $2::text[], $3::int[], $4::float8[], $5::text[]) AS v(
 WHERE o.id = v.id
 """
 
+# Two counts, each over its own partial index (one scan over both statuses reads the whole table).
 _COUNTS = """
-SELECT count(*) FILTER (WHERE status = 'pending') AS pending,
-       count(*) FILTER (WHERE status = 'parked') AS parked
-FROM outbox WHERE status IN ('pending', 'parked')
+SELECT (SELECT count(*) FROM outbox WHERE status = 'pending') AS pending,
+       (SELECT count(*) FROM outbox WHERE status = 'parked') AS parked
 """
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker could not be reached for (part of) a batch: back off and try again."""
 
 
 @dataclass
@@ -128,6 +136,9 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self.healthy = False
+        # Why the last round failed (database or broker away), None once a round succeeds: /ready.
+        self.last_error: str | None = None
+        self.listening = False  # whether NOTIFY reaches us now (else only polling does)
 
     async def _get_exchange(self) -> AbstractExchange:
         if self._channel is None or self._channel.is_closed or self._exchange is None:
@@ -137,7 +148,9 @@ class OutboxRelay:
 
     async def _drop_channel(self) -> None:
         channel, self._channel, self._exchange = self._channel, None, None
-        if channel is not None and not channel.is_closed:
+        if channel is not None:
+            # Closed by us even when broken: a robust channel not closed by its owner is restored
+            # (and kept) by its connection on every reconnect.
             with contextlib.suppress(Exception):
                 await channel.close()
 
@@ -157,26 +170,43 @@ class OutboxRelay:
         outcomes.add(row["id"], status, failed=1, delay=self.backoff(attempts), error=error[:500])
 
     async def relay_once(self) -> int:
-        """Claim, publish and mark one batch. Returns how many rows were claimed."""
+        """Claim, publish and mark one batch. Returns how many rows were claimed.
+
+        Raises :class:`BrokerUnavailable` (after recording what did go out) when the broker could
+        not be reached for some of the batch: those rows stay pending with their attempts
+        untouched, and :meth:`run` backs off.
+        """
+        # The channel first: no claim (row locks, an open transaction) waits on an absent broker.
+        try:
+            exchange = await asyncio.wait_for(self._get_exchange(), timeout=self.publish_timeout)
+        except Exception as exc:
+            await self._drop_channel()
+            raise BrokerUnavailable(f"no channel to the broker: {exc!r}") from exc
         async with self.db.connection() as conn, conn.transaction():
             rows = await conn.fetch(_CLAIM, self.batch_size)
             if not rows:
                 return 0
-            outcomes = await self._publish_all(rows)
-            await self._mark(conn, outcomes)
+            outcomes, broker_error = await self._publish_all(exchange, rows)
+            if outcomes.ids:
+                await self._mark(conn, outcomes)
         self._count(outcomes)
+        if broker_error is not None:
+            FAILED.labels(self.producer, "broker").inc(len(rows) - len(outcomes.ids))
+            raise BrokerUnavailable(f"{len(rows) - len(outcomes.ids)} event(s) not published: {broker_error!r}")
         return len(rows)
 
-    async def _publish_all(self, rows: list[Any]) -> _Outcomes:
+    async def _publish_all(self, exchange: AbstractExchange, rows: list[Any]) -> tuple[_Outcomes, BaseException | None]:
+        """Each row's outcome, and the broker's failure when it was unreachable for some rows.
+
+        An unreachable broker is nobody's event's fault: the rows it concerns get no outcome (they
+        stay pending, attempts untouched), so an outage however long never parks anything. Only
+        failures of a row's own (unroutable for a consumed type, a negative confirm) count toward
+        ``max_attempts``.
+        """
         outcomes = _Outcomes()
-        try:
-            exchange = await self._get_exchange()
-        except Exception as exc:  # broker down: every row backs off and stays pending
-            for row in rows:
-                self._failure(outcomes, row, f"broker: {exc!r}")
-            return outcomes
         # The whole batch is in flight at once; the confirms are awaited together.
         results = await asyncio.gather(*(self._publish(exchange, r) for r in rows), return_exceptions=True)
+        broker_error: BaseException | None = None
         for row, result in zip(rows, results, strict=True):
             if result is True:
                 outcomes.add(row["id"], "sent")
@@ -185,11 +215,13 @@ class OutboxRelay:
             elif result is False:
                 log.error("outbox.unroutable_consumed", event_type=row["type"], event_id=str(row["event_id"]))
                 self._failure(outcomes, row, "unroutable, but a service consumes this type: is the topology declared?")
+            elif isinstance(result, BaseException) and is_transient(result):
+                broker_error = result
             else:
                 self._failure(outcomes, row, repr(result))
         if any(isinstance(r, BaseException) for r in results):
             await self._drop_channel()
-        return outcomes
+        return outcomes, broker_error
 
     async def _mark(self, conn: asyncpg.Connection, outcomes: _Outcomes) -> None:
         """Record the batch's outcome. Overridable only to simulate a crash in tests."""
@@ -214,22 +246,34 @@ class OutboxRelay:
 
     async def _listen(self) -> None:
         """Wake on NOTIFY from committing producers; polling covers a lost listener."""
+        failures = 0
         while not self._stopping.is_set():
             try:
                 conn = await asyncpg.connect(self.db.dsn, timeout=5)
                 try:
+                    lost = asyncio.Event()
+                    conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                     await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                    failures = 0
+                    self.listening = True
                     self._wake.set()  # rows committed while we were not listening
-                    while not self._stopping.is_set() and not conn.is_closed():
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._stopping.wait(), timeout=5)
+                    waits = [asyncio.ensure_future(self._stopping.wait()), asyncio.ensure_future(lost.wait())]
+                    try:
+                        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for w in waits:
+                            w.cancel()
                 finally:
+                    self.listening = False
                     with contextlib.suppress(Exception):
                         await conn.close()
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("outbox.listen_failed", producer=self.producer, error=repr(exc))
+            except Exception as exc:  # whatever it was, the listener must come back: polling covers meanwhile
+                failures += 1
+                if failures == 1 or failures % 10 == 0:  # an outage is one line, then one now and then
+                    log.warning("outbox.listen_failed", producer=self.producer, error=repr(exc), failures=failures)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), timeout=self.poll_interval)
+                    delay = min(30.0, 2.0 ** min(failures - 1, 5))
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
 
     async def _gauges(self) -> None:
         while not self._stopping.is_set():
@@ -247,13 +291,14 @@ class OutboxRelay:
                 self._wake.clear()
                 try:
                     claimed = await self.relay_once()
-                    self.healthy = True
+                    self.healthy, self.last_error = True, None
                     failures = 0
-                except Exception as exc:  # the database is away: back off, never die
-                    self.healthy = False
+                except Exception as exc:  # the database or the broker is away: back off, never die
+                    self.healthy, self.last_error = False, f"{exc.__class__.__name__}: {str(exc)[:200]}"
                     failures += 1
                     log.error("outbox.relay_error", producer=self.producer, error=repr(exc))
-                    FAILED.labels(self.producer, "claim").inc()
+                    if not isinstance(exc, BrokerUnavailable):
+                        FAILED.labels(self.producer, "claim").inc()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), timeout=min(30.0, self.backoff(failures)))
                     continue

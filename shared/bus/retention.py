@@ -19,13 +19,17 @@ INBOX_RETENTION = timedelta(days=30)
 INTERVAL_SECONDS = 900
 
 
+# What each delete matches; the outbox predicate repeats ix_outbox_sent_at's partial-index condition
+# so the planner can use it.
+OUTBOX_EXPIRED = "status IN ('sent', 'unroutable') AND sent_at < $1"
+INBOX_EXPIRED = "received_at < $1"
+
+
 async def prune_once(db: Database, now: datetime | None = None) -> tuple[int, int]:
     """Delete expired rows in bounded batches (short transactions, no long locks)."""
     now = now or datetime.now(UTC)
-    sent = await delete_in_batches(
-        db, "outbox", "status IN ('sent', 'unroutable') AND sent_at < $1", now - OUTBOX_SENT_RETENTION
-    )
-    seen = await delete_in_batches(db, "inbox", "received_at < $1", now - INBOX_RETENTION)
+    sent = await delete_in_batches(db, "outbox", OUTBOX_EXPIRED, now - OUTBOX_SENT_RETENTION)
+    seen = await delete_in_batches(db, "inbox", INBOX_EXPIRED, now - INBOX_RETENTION)
     return sent, seen
 
 

@@ -7,7 +7,8 @@
     poison / attempts exhausted / delivery limit ──▶ siyu.dlx (direct) ──▶ <service>.events.dlq (quorum)
 
 Every queue is a quorum queue, and every queue that dead-letters does so at-least-once
-(``x-dead-letter-strategy: at-least-once`` with ``x-overflow: reject-publish``, RabbitMQ ≥ 3.10):
+(``x-dead-letter-strategy: at-least-once`` with ``x-overflow: reject-publish``, RabbitMQ ≥ 3.10 with
+the ``stream_queue`` feature flag enabled, as a default 3.10 install has it):
 a message moving from a delay queue back to its work queue, or from a work queue to its dead-letter
 queue, is only removed from the source once the target confirmed it. A transient failure (the
 database away) never enters this ladder: the consumer holds the message and pauses
@@ -145,18 +146,29 @@ async def _declare_quorum(channel: AbstractChannel, name: str, arguments: dict[s
     deleting it would lose them.
     """
     args = {"x-queue-type": "quorum", **arguments}
-    try:
-        return await channel.declare_queue(name, durable=True, arguments=args)
-    except aiormq.exceptions.ChannelPreconditionFailed:
-        pass
-    await channel.reopen()  # the broker closed the channel over the failed declare
-    existing = await channel.declare_queue(name, passive=True)
-    count = existing.declaration_result.message_count or 0
-    if count:
-        raise RuntimeError(
-            f"queue {name} exists with other arguments and holds {count} message(s); drain it "
-            f"(siyuctl dlq redrive, or wait for its delays) and delete it, then declare the topology again"
-        )
-    await channel.queue_delete(name, if_empty=True)
-    log.warning("topology.queue_replaced", queue=name, reason="arguments changed and it was empty")
+    await _replace_if_inequivalent(channel, name, args)
     return await channel.declare_queue(name, durable=True, arguments=args)
+
+
+async def _replace_if_inequivalent(channel: AbstractChannel, name: str, args: dict[str, Any]) -> None:
+    """Try the declaration on a throwaway channel first: a mismatch closes the channel it is made
+    on, and the caller's (a robust one restores itself on close) must not be the one disturbed."""
+    connection = (await channel.get_underlay_channel()).connection
+    probe = await connection.channel()
+    try:
+        try:
+            await probe.queue_declare(name, durable=True, arguments=args)
+            return
+        except aiormq.exceptions.ChannelPreconditionFailed:
+            probe = await connection.channel()  # the broker closed the first one over the mismatch
+        count = (await probe.queue_declare(name, passive=True)).message_count or 0
+        if count:
+            raise RuntimeError(
+                f"queue {name} exists with other arguments and holds {count} message(s); drain it "
+                f"(siyuctl dlq redrive, or wait for its delays) and delete it, then declare the topology again"
+            )
+        await probe.queue_delete(name, if_empty=True)
+        log.warning("topology.queue_replaced", queue=name, reason="arguments changed and it was empty")
+    finally:
+        if not probe.is_closed:
+            await probe.close()

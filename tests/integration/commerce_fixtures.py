@@ -33,7 +33,8 @@ from services.commerce.app import create_app
 from services.commerce.deps import CommerceDeps
 from services.commerce.identity_client import IdentityClient
 from services.commerce.settings import CommerceSettings
-from services.gateway.callbacks.decode import PushQuery, decode_push
+from services.gateway.pushes.schemas import PushQuery
+from services.gateway.pushes.service import decode_push
 from services.identity.app import ROUTERS as IDENTITY_ROUTERS
 from services.identity.deps import IdentityDeps, make_vault
 from services.identity.settings import IdentitySettings
@@ -45,6 +46,7 @@ from shared.http import create_client
 from shared.settings import DEV_INTERNAL_TOKEN, load_settings
 from shared.wechat.apps import AppKind, WeChatApps
 from shared.wechat.client import WeChatClient
+from shared.wechat.crypto import MessageCrypto
 from shared.wechat.push import parse_push
 from tests.conftest import db_url, truncate
 from tools.wechat_sandbox import create_app as create_sandbox
@@ -93,7 +95,7 @@ class ShopSandbox:
         app = self.apps.get(appid)
         assert app is not None
         query = PushQuery.from_params(dict(request.url.params))
-        decoded = decode_push(app, query, request.content, request.headers.get("content-type", ""), 1 << 20)
+        decoded = decode_push(app, MessageCrypto.for_app(app), query, request.content, request.headers.get("content-type", ""), 1 << 20)
         self.pushed.append(decoded.payload)
         return httpx.Response(200, text="success")
 

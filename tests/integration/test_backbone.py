@@ -16,14 +16,14 @@ import uuid
 from collections import Counter
 from typing import Any
 
+import asyncpg
 import pytest
 from aio_pika.abc import AbstractExchange
-from sqlalchemy.ext.asyncio import AsyncSession
+from prometheus_client import REGISTRY
 
 from shared.bus import ops
 from shared.bus.consumer import EventContext, Prefetching
-from shared.bus.outbox import OutboxRelay
-from shared.db import transaction
+from shared.bus.relay import OutboxRelay, _Outcomes
 from shared.events.envelope import Envelope
 from tests.conftest import AMQP, NAMESPACE
 from tests.integration.bus_fixtures import (
@@ -53,6 +53,12 @@ async def dlq_size(consumer: str) -> int:
     return int((await ops.dlq_list(AMQP, NAMESPACE, consumer))["shown"])
 
 
+def broker_failures() -> float:
+    """Events the relay could not publish because the broker was away (a process-wide counter)."""
+    value = REGISTRY.get_sample_value("siyu_outbox_publish_failures_total", {"producer": PRODUCER, "reason": "broker"})
+    return value or 0.0
+
+
 # ---------------------------------------------------------------------------------------------
 # 1. relay stopped between publish and mark-sent
 
@@ -62,17 +68,17 @@ class CrashAfterPublish(OutboxRelay):
 
     crashes = 1
 
-    async def _mark(self, session: AsyncSession, outcomes: dict[str, list[Any]]) -> None:
+    async def _mark(self, conn: asyncpg.Connection, outcomes: _Outcomes) -> None:
         if self.crashes:
             self.crashes -= 1
             raise ConnectionError("relay stopped after publishing, before marking sent")
-        await super()._mark(session, outcomes)
+        await super()._mark(conn, outcomes)
 
 
 async def test_relay_stopped_after_publish_redelivers_and_the_effect_happens_once(bus: Bus) -> None:
     consumer = await bus.consumer("c")
     _, seen = await bus.probe(THING)
-    [event_id] = await bus.db.add_events(bus.outbox, [1])
+    [event_id] = await bus.db.add_events([1])
     connection = await bus.connect("relay")
 
     crashing = bus.relay(CrashAfterPublish, connection=connection)
@@ -93,8 +99,11 @@ async def test_relay_stopped_after_publish_redelivers_and_the_effect_happens_onc
     assert sorted(consumer.outcomes) == ["duplicate", "handled"]
     assert await bus.db.effect_counts(consumer.consumer) == {event_id: 1}
     assert await bus.db.inbox_ids(consumer.consumer) == [event_id]
-    [row] = await bus.db.outbox_rows()
-    assert row.status == "sent"
+
+    async def marked_sent() -> bool:  # the running relay marks the row after the broker confirmed it
+        return [r.status for r in await bus.db.outbox_rows()] == ["sent"]
+
+    await eventually(marked_sent, what="the row marked sent")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,7 +113,7 @@ async def test_relay_stopped_after_publish_redelivers_and_the_effect_happens_onc
 async def test_failing_handler_is_retried_with_backoff_then_dead_lettered_and_redriven(bus: Bus) -> None:
     behaviour = Behaviour(fail="boom: the handler's dependency is down")
     consumer = await bus.consumer("c", deps=behaviour)
-    [event_id] = await bus.db.add_events(bus.outbox, [7])
+    [event_id] = await bus.db.add_events([7])
     relay = bus.relay(connection=await bus.connect("relay"))
     assert await relay.relay_once() == 1
 
@@ -231,14 +240,14 @@ async def test_connections_dropped_mid_run_lose_nothing_and_duplicate_no_effect(
     behaviour = Behaviour()
     consumer = await bus.consumer("c", deps=behaviour, connection=consumer_connection, prefetch=50)
     relay = bus.relay(GatedRelay, connection=relay_connection, batch_size=25, poll_interval=0.2, max_backoff=1.0)
-    relay.listen_dsn = bus.db.dsn  # woken by NOTIFY on commit; polling covers rows in backoff
     bus.run_relay(relay)
 
     ids: list[uuid.UUID] = []
+    failures_before = broker_failures()
 
     async def produce(start: int, stop: int) -> None:
         for chunk in range(start, stop, 10):
-            ids.extend(await bus.db.add_events(bus.outbox, range(chunk, min(chunk + 10, stop))))
+            ids.extend(await bus.db.add_events(range(chunk, min(chunk + 10, stop))))
             await asyncio.sleep(0.01)
 
     async def effects_at_least(n: int) -> bool:
@@ -288,7 +297,9 @@ async def test_connections_dropped_mid_run_lose_nothing_and_duplicate_no_effect(
 
     await eventually(all_sent, what="every outbox row marked sent")
     # The faults did hit: publishes failed and were retried, deliveries came again and were absorbed.
-    assert any(r.attempts > 0 for r in await bus.db.outbox_rows())
+    assert broker_failures() > failures_before
+    # A broker away is nobody's event's fault: no row spent any of its attempts on it.
+    assert {r.attempts for r in await bus.db.outbox_rows()} == {0}
     assert any(d.redelivered for d in consumer.deliveries)
     assert "duplicate" in consumer.outcomes
     assert await dlq_size(consumer.consumer) == 0
@@ -320,7 +331,7 @@ async def test_two_relays_on_one_outbox_publish_every_event_once(bus: Bus) -> No
     connection = await bus.connect("relays")
 
     # Deterministic part: while A holds its claim, B claims only the rows A did not.
-    ids = await bus.db.add_events(bus.outbox, range(30))
+    ids = await bus.db.add_events(range(30))
     a = bus.relay(GatedRelay, connection=connection, batch_size=10)
     b = bus.relay(connection=connection, batch_size=100)
     a.gate.clear()
@@ -340,7 +351,7 @@ async def test_two_relays_on_one_outbox_publish_every_event_once(bus: Bus) -> No
     bus.run_relay(a)
     bus.run_relay(b)
     for chunk in range(9):
-        ids += await bus.db.add_events(bus.outbox, range(100 + chunk * 30, 100 + chunk * 30 + 30))
+        ids += await bus.db.add_events(range(100 + chunk * 30, 100 + chunk * 30 + 30))
 
     async def all_seen_and_handled() -> bool:
         return len({m.message_id for m in seen}) == len(ids) and len(await bus.db.inbox_ids(consumer.consumer)) == len(
@@ -354,7 +365,11 @@ async def test_two_relays_on_one_outbox_publish_every_event_once(bus: Bus) -> No
     assert {k: v for k, v in wire.items() if v > 1} == {}
     counts = await bus.db.effect_counts(consumer.consumer)
     assert set(counts) == set(ids) and set(counts.values()) == {1}
-    assert all(r.status == "sent" for r in await bus.db.outbox_rows())
+
+    async def all_marked_sent() -> bool:  # the running relays mark each batch after its confirms
+        return all(r.status == "sent" for r in await bus.db.outbox_rows())
+
+    await eventually(all_marked_sent, what="every row marked sent")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,14 +408,14 @@ async def test_outbox_add_in_a_rolled_back_transaction_publishes_nothing(bus: Bu
     relay = bus.relay(connection=await bus.connect("relay"))
 
     with pytest.raises(RuntimeError, match="business rule"):
-        async with transaction(bus.db.sessions) as session:
-            await bus.outbox.add(session, ThingHappened(n=1))
-            raise RuntimeError("business rule failed after the event was added")
+        async with bus.db.db.unit_of_work() as uow:
+            uow.publish(ThingHappened(n=1))
+            raise RuntimeError("business rule failed after the event was published")
     assert await bus.db.outbox_rows() == []
     assert await relay.relay_once() == 0
 
     # A committed event sent after it arrives alone: had the first been published, it would be first.
-    [sentinel] = await bus.db.add_events(bus.outbox, [2])
+    [sentinel] = await bus.db.add_events([2])
     assert await relay.relay_once() == 1
 
     async def sentinel_handled() -> bool:
@@ -418,20 +433,21 @@ async def test_outbox_add_in_a_rolled_back_transaction_publishes_nothing(bus: Bu
 async def test_unroutable_events_are_marked_not_retried_and_visible_in_the_backlog(bus: Bus) -> None:
     consumer = await bus.consumer("c")
     relay = bus.relay(connection=await bus.connect("relay"))
-    [lost] = await bus.db.add_events(bus.outbox, [1], NobodyListens)
-    [routed] = await bus.db.add_events(bus.outbox, [2])
+    [lost] = await bus.db.add_events([1], NobodyListens)
+    [routed] = await bus.db.add_events([2])
 
     assert await relay.relay_once() == 2
     rows = {r.event_id: r for r in await bus.db.outbox_rows()}
     assert rows[lost].status == "unroutable"
-    assert rows[lost].last_error == "no queue bound"
+    assert rows[lost].last_error.startswith("no queue bound")
     assert rows[lost].attempts == 0
     assert rows[routed].status == "sent"
 
     assert await relay.relay_once() == 0, "an unroutable event must not be claimed again"
     backlog = await ops.outbox_backlog(PRODUCER, bus.db.dsn)
     assert backlog["service"] == PRODUCER
-    assert (backlog["pending"], backlog["failing"], backlog["unroutable"]) == (0, 0, 1)
+    assert (backlog["pending"], backlog["failing"], backlog["parked"], backlog["unroutable"]) == (0, 0, 0, 1)
+    assert backlog["oldest_pending_seconds"] is None
 
     async def routed_handled() -> bool:
         return consumer.outcomes == ["handled"]
@@ -450,12 +466,12 @@ async def test_a_follow_up_event_commits_with_the_handler_or_not_at_all(bus: Bus
     async def publish_follow_up(data: ThingHappened, ctx: EventContext[Behaviour]) -> None:
         nonlocal calls
         calls += 1
-        await ctx.publish(NobodyListens(n=data.n))
+        ctx.uow.publish(NobodyListens(n=data.n))
         if calls == 1:
             raise RuntimeError("fails after publishing its follow-up")
 
     consumer = await bus.consumer("c", handlers={THING: publish_follow_up})
-    [event_id] = await bus.db.add_events(bus.outbox, [5])
+    [event_id] = await bus.db.add_events([5])
     relay = bus.relay(connection=await bus.connect("relay"))
     assert await relay.relay_once() == 1
 
@@ -511,7 +527,8 @@ async def test_prefetching_handler_fetches_outside_the_transaction_and_not_for_d
     fetched: list[tuple[int, int]] = []  # (n, pooled connections checked out while fetching)
 
     async def fetch(data: ThingHappened, deps: Behaviour) -> int:
-        fetched.append((data.n, bus.db.engine.pool.checkedout()))  # type: ignore[attr-defined]
+        pool = bus.db.db.pool
+        fetched.append((data.n, pool.get_size() - pool.get_idle_size()))
         return data.n * 10
 
     async def apply(data: ThingHappened, ctx: EventContext[Behaviour]) -> None:
@@ -534,3 +551,18 @@ async def test_prefetching_handler_fetches_outside_the_transaction_and_not_for_d
 
 async def _outcomes(consumer: Any, n: int) -> bool:
     return len(consumer.outcomes) == n
+
+
+async def test_publishing_outside_an_open_unit_of_work_is_refused_not_lost(bus: Bus) -> None:
+    uow = bus.db.db.unit_of_work()
+    with pytest.raises(RuntimeError, match="inside the unit of work"):
+        uow.publish(ThingHappened(n=1))
+    async with uow:
+        uow.publish(ThingHappened(n=2))
+    with pytest.raises(RuntimeError, match="inside the unit of work"):
+        uow.publish(ThingHappened(n=3))  # after the commit: would never be written
+    async with bus.db.db.unit_of_work(readonly=True, isolation="repeatable_read") as ro:
+        with pytest.raises(RuntimeError, match="read-only"):
+            ro.publish(ThingHappened(n=4))
+    [row] = await bus.db.outbox_rows()
+    assert Envelope.model_validate_json(row.body).data == {"n": 2}

@@ -29,6 +29,7 @@ from shared.http import INTERNAL_TOKEN_HEADER
 from shared.settings import DEV_INTERNAL_TOKEN, load_settings
 from tests.conftest import NAMESPACE, ROOT, db_url
 from tests.integration.gateway_fixtures import dev_rules, drain, eventually
+from tests.integration.notify_fixtures import mock_template_library
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +62,7 @@ async def notify(clean_databases: dict[str, str], amqp: aio_pika.abc.AbstractRob
     app = create_app(notify_settings())
     with respx.mock(assert_all_called=False) as mock:
         mock.post(f"{WECHAT}/cgi-bin/stable_token").respond(json={"access_token": "T", "expires_in": 7200})
+        mock_template_library(mock, WECHAT, app.state.settings.wechat_apps)
         send = mock.post(f"{WECHAT}/cgi-bin/message/custom/send").respond(json={"errcode": 0, "errmsg": "ok"})
         points = mock.get(url__regex=POINTS).mock(
             side_effect=lambda request, appid, openid: httpx.Response(
@@ -127,40 +129,36 @@ def deferred(openid: str, **ask: str) -> ReplyDeferred:
 # --------------------------------------------------------------------------------------------- the rules
 
 
-async def test_notify_publishes_its_rules_once_and_again_only_when_they_change(
+async def test_notify_publishes_its_rules_at_every_start_with_a_version_that_follows_the_content(
     clean_databases: dict[str, str], amqp: aio_pika.abc.AbstractRobustConnection, event_probe, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    async def run_once(settings: NotifySettings) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def published(count: int) -> list[dict[str, Any]]:
+        seen.extend(e for e in await drain(event_probe, "notify") if e["type"] == "notify.reply_rules.published")
+        return seen if len(seen) >= count else []
+
+    async def run_once(settings: NotifySettings, count: int) -> None:
         app = create_app(settings)
-        async with app.router.lifespan_context(app):
+        with respx.mock(assert_all_called=False) as mock:
+            mock.post(f"{WECHAT}/cgi-bin/stable_token").respond(json={"access_token": "T", "expires_in": 7200})
+            mock_template_library(mock, WECHAT, settings.wechat_apps)
+            async with app.router.lifespan_context(app):
+                await eventually(lambda: published(count))
 
-            async def published() -> bool:
-                conn = await asyncpg.connect(db_url("notify"))
-                try:
-                    return bool(await conn.fetchval("SELECT count(*) FROM published_reply_rules"))
-                finally:
-                    await conn.close()
-
-            await eventually(published)
-
-    await run_once(notify_settings())
-    await run_once(notify_settings())  # a restart with the same file publishes nothing
-    events = [e for e in await drain(event_probe, "notify") if e["type"] == "notify.reply_rules.published"]
-    assert len(events) == 1
-    assert events[0]["data"]["version"] == dev_rules().version
-    assert events[0]["data"]["rules"]["keywords"][0]["needs"] == "points"
+    await run_once(notify_settings(), 1)
+    # A restart publishes the same version again: a gateway with a new database gets the rules.
+    await run_once(notify_settings(), 2)
+    assert [e["data"]["version"] for e in seen] == [dev_rules().version] * 2
+    assert seen[0]["data"]["rules"]["keywords"][0]["needs"] == "points"
 
     changed = yaml.safe_load((ROOT / "deploy" / "dev" / "reply-rules.yaml").read_text())
     changed["menu"]["NEWS"] = "上新啦"
     path = tmp_path / "rules.yaml"
     path.write_text(yaml.safe_dump(changed, allow_unicode=True))
-    await run_once(notify_settings(NOTIFY_REPLY_RULES_FILE=str(path)))
-
-    async def republished() -> list[dict[str, Any]]:
-        return [e for e in await drain(event_probe, "notify") if e["type"] == "notify.reply_rules.published"]
-
-    [again] = await eventually(republished)
-    assert again["data"]["rules"]["menu"]["NEWS"] == "上新啦" and again["data"]["version"] != events[0]["data"]["version"]
+    await run_once(notify_settings(NOTIFY_REPLY_RULES_FILE=str(path)), 3)
+    again = seen[2]
+    assert again["data"]["rules"]["menu"]["NEWS"] == "上新啦" and again["data"]["version"] != seen[0]["data"]["version"]
 
 
 def test_a_rules_file_with_a_typo_or_a_made_up_placeholder_stops_the_start(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 PUBLISH_RETRY_SECONDS = 5.0
+REPUBLISH_SECONDS = 600.0
 
 
 def load_rules(path: str | Path) -> ReplyRuleSet:
@@ -124,25 +125,27 @@ class ReplyService:
         return rule.render({"available": balance.available, "pending": balance.pending})
 
 
-async def publish_rules(uow: UnitOfWork, rules: ReplyRuleSet) -> bool:
-    """Publish ``rules`` if their content differs from the last published; True when published."""
+async def publish_rules(uow: UnitOfWork, rules: ReplyRuleSet) -> None:
+    """Publish ``rules`` (the gateway ignores a version it already holds)."""
     version = rules.version
-    body = rules.model_dump(mode="json")
-    published_at = await PublishedRulesRepository(uow.conn).publish(version, body)
-    if published_at is None:
-        return False
+    published_at = await PublishedRulesRepository(uow.conn).publish(version, rules.model_dump(mode="json"))
     uow.publish(ReplyRulesPublished(version=version, published_at=published_at, rules=rules))
     log.info("replies.rules_published", version=version)
-    return True
 
 
 async def reply_rules_publisher(deps: NotifyDeps) -> None:
-    """At start: publish the rule file when it changed, retrying until the database takes it."""
+    """Publish the rule set at start and again every ``REPUBLISH_SECONDS``.
+
+    Publishing at every start (not only when the file changed) and periodically means a gateway
+    whose database is new, or which missed the event, has the rules within minutes without anyone
+    touching the file; the gateway ignores a version it already holds.
+    """
     while True:
         try:
             async with deps.db.unit_of_work() as uow:
                 await publish_rules(uow, deps.reply_rules)
-            return
         except Exception as exc:
             log.warning("replies.publish_failed", error=repr(exc))
             await asyncio.sleep(PUBLISH_RETRY_SECONDS)
+            continue
+        await asyncio.sleep(REPUBLISH_SECONDS)
