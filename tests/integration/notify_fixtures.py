@@ -231,11 +231,12 @@ async def start_notify(
     *,
     identity: httpx.AsyncClient | None = None,
     commerce: httpx.AsyncClient | None = None,
+    wechat: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     app = create_app(
         settings,
         clock=clock,
-        wechat_transport=httpx.ASGITransport(app=sandbox.app),
+        wechat_transport=wechat or httpx.ASGITransport(app=sandbox.app),
         identity=identity,
         commerce=commerce,
     )
