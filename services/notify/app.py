@@ -20,6 +20,7 @@ from services.notify.funnel.endpoints import router as funnel
 from services.notify.replies.endpoints import router as replies
 from services.notify.replies.service import load_rules as load_reply_rules
 from services.notify.replies.service import reply_rules_publisher
+from services.notify.retention import retention_forever
 from services.notify.rules.service import load_rules
 from services.notify.sends.endpoints import router as sends
 from services.notify.sends.jobs import send_forever
@@ -68,6 +69,7 @@ def create_app(
             campaigns_forever,
             abandoned_forever,
             templates_forever,
+            retention_forever,
         ],
         readiness=_readiness,
         consumed_types=consumed_types(),

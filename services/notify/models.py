@@ -45,6 +45,11 @@ class Delivery(Base):
     __table_args__ = (
         Index("ix_deliveries_pending", "available_at", postgresql_where=text("status = 'pending'")),
         Index("ix_deliveries_sending", "claimed_at", postgresql_where=text("status = 'sending'")),
+        Index(
+            "ix_deliveries_done_created_at",
+            "created_at",
+            postgresql_where=text("status IN ('sent', 'rejected', 'failed', 'unknown')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -96,7 +101,10 @@ class ServiceWindow(Base):
     """An open customer-service window and the messages it still allows."""
 
     __tablename__ = "service_windows"
-    __table_args__ = (PrimaryKeyConstraint("appid", "openid", name="pk_service_windows"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("appid", "openid", name="pk_service_windows"),
+        Index("ix_service_windows_expires_at", "expires_at"),
+    )
 
     appid: Mapped[str] = mapped_column(String(32))
     openid: Mapped[str] = mapped_column(String(64))
@@ -108,7 +116,10 @@ class Authorisation(Base):
     """One-time authorisations left and long-term consent for one template."""
 
     __tablename__ = "authorisations"
-    __table_args__ = (PrimaryKeyConstraint("appid", "openid", "template_id", name="pk_authorisations"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("appid", "openid", "template_id", name="pk_authorisations"),
+        Index("ix_authorisations_spent", "updated_at", postgresql_where=text("remaining = 0 AND NOT long_term")),
+    )
 
     appid: Mapped[str] = mapped_column(String(32))
     openid: Mapped[str] = mapped_column(String(64))
@@ -122,7 +133,10 @@ class AuthorisationGrant(Base):
     """Each reported acceptance, to count one acceptance reported twice (app and push) once."""
 
     __tablename__ = "authorisation_grants"
-    __table_args__ = (Index("ix_authorisation_grants_key", "appid", "openid", "template_id", "granted_at"),)
+    __table_args__ = (
+        Index("ix_authorisation_grants_key", "appid", "openid", "template_id", "granted_at"),
+        Index("ix_authorisation_grants_granted_at", "granted_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     appid: Mapped[str] = mapped_column(String(32))
@@ -148,6 +162,8 @@ class Campaign(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The recap as it stood when its sends reached the retention horizon (migration 0006).
+    recap: Mapped[dict[str, object] | None] = mapped_column(JSONB)
 
 
 class Send(Base):
@@ -164,6 +180,11 @@ class Send(Base):
         Index("ix_sends_msgid", "appid", "msgid", postgresql_where=text("msgid IS NOT NULL")),
         Index("ix_sends_opened", "member_id", "opened_at", postgresql_where=text("opened_at IS NOT NULL")),
         Index("ix_sends_dead", "id", postgresql_where=text("dead")),
+        Index(
+            "ix_sends_done_created_at",
+            "created_at",
+            postgresql_where=text("status IN ('sent', 'delivered', 'failed', 'skipped')"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
@@ -202,7 +223,10 @@ class MarketingCap(Base):
     """A member's marketing messages this Beijing week and on its latest day."""
 
     __tablename__ = "marketing_caps"
-    __table_args__ = (PrimaryKeyConstraint("member_id", "week", name="pk_marketing_caps"),)
+    __table_args__ = (
+        PrimaryKeyConstraint("member_id", "week", name="pk_marketing_caps"),
+        Index("ix_marketing_caps_week", "week"),
+    )
 
     member_id: Mapped[str] = mapped_column(String(64))
     week: Mapped[date] = mapped_column(Date)
@@ -227,7 +251,10 @@ class ApiBudget(Base):
 
 class AbandonedOrder(Base):
     __tablename__ = "abandoned_orders"
-    __table_args__ = (Index("ix_abandoned_orders_due", "due_at", postgresql_where=text("state = 'waiting'")),)
+    __table_args__ = (
+        Index("ix_abandoned_orders_due", "due_at", postgresql_where=text("state = 'waiting'")),
+        Index("ix_abandoned_orders_closed", "created_at", postgresql_where=text("state <> 'waiting'")),
+    )
 
     order_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     member_id: Mapped[str] = mapped_column(String(64))

@@ -69,6 +69,13 @@ class NotifySettings(_Base):  # type: ignore[valid-type,misc]
     # (the WeChat client gives up well before): it is marked unknown, never sent again.
     delivery_stuck_seconds: int = Field(default=300, validation_alias="NOTIFY_DELIVERY_STUCK_SECONDS", ge=60)
 
+    # Retention (README.md, "Retention"): how often the prune runs (0: never) and the horizons that
+    # are a choice rather than a consequence of the rules (0: keep forever).
+    retention_interval_seconds: float = Field(default=3600, ge=0, validation_alias="NOTIFY_RETENTION_INTERVAL_SECONDS")
+    sends_retention_days: int = Field(default=180, ge=0, validation_alias="NOTIFY_SENDS_RETENTION_DAYS")
+    deliveries_retention_days: int = Field(default=14, ge=0, validation_alias="NOTIFY_DELIVERIES_RETENTION_DAYS")
+    grants_retention_days: int = Field(default=400, ge=0, validation_alias="NOTIFY_GRANTS_RETENTION_DAYS")
+
     @field_validator("quiet_hours")
     @classmethod
     def _quiet_hours(cls, v: str) -> str:

@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Database, delete_in_batches
+
 _WATCH = """
 INSERT INTO abandoned_orders (order_id, member_id, title, paid_fen, due_at, state)
 VALUES ($1, $2, $3, $4, $5, 'waiting') ON CONFLICT (order_id) DO NOTHING
@@ -47,3 +49,13 @@ class AbandonedRepository:
     async def remind(self, order_id: str, coupon: dict[str, Any]) -> bool:
         """Mark reminded; False when it was paid or cancelled since it was claimed."""
         return bool(await self.conn.fetchval(_REMIND, order_id, coupon))
+
+
+# Retention (services/notify/retention.py): a closed row (reminded, paid, cancelled) only stops a
+# late or redelivered "created" from opening a reminder; a waiting one is not in the index.
+ABANDONED_CLOSED = "state <> 'waiting' AND created_at < $1"
+
+
+async def prune_abandoned(db: Database, before: datetime) -> int:
+    """Closed abandoned-order rows created before ``before`` (walks ix_abandoned_orders_closed)."""
+    return await delete_in_batches(db, "abandoned_orders", ABANDONED_CLOSED, before)

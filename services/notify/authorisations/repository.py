@@ -6,6 +6,8 @@ from datetime import datetime
 
 import asyncpg
 
+from shared.db import Database, delete_in_batches
+
 _LOCK = "SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2 || '/' || $3))"
 # The same acceptance is reported twice, by the mini-program (POST /api/v1/subscriptions) and by
 # WeChat's push: a grant from one source within two minutes of an unmatched one from the other is
@@ -78,3 +80,20 @@ class AuthorisationRepository:
 
     async def of(self, appid: str, openid: str) -> list[dict[str, object]]:
         return [dict(r) for r in await self.conn.fetch(_OF, appid, openid)]
+
+
+# Retention (services/notify/retention.py). A grant only pairs with its twin within two minutes; after
+# that it is the consent record. A spent one-time authorisation (none left, no long-term consent)
+# reads exactly like no row at all; the horizon outlasts any send that could still give one back.
+GRANTS_EXPIRED = "granted_at < $1"
+AUTHORISATIONS_SPENT = "remaining = 0 AND NOT long_term AND updated_at < $1"
+
+
+async def prune_grants(db: Database, before: datetime) -> int:
+    """Acceptances reported before ``before`` (walks ix_authorisation_grants_granted_at)."""
+    return await delete_in_batches(db, "authorisation_grants", GRANTS_EXPIRED, before)
+
+
+async def prune_spent_authorisations(db: Database, before: datetime) -> int:
+    """Ledger rows with nothing left, unchanged since ``before`` (walks ix_authorisations_spent)."""
+    return await delete_in_batches(db, "authorisations", AUTHORISATIONS_SPENT, before)

@@ -11,7 +11,7 @@ import asyncpg
 _INSERT = """
 INSERT INTO campaigns (id, name, audience, message, kind, state) VALUES ($1, $2, $3, $4, $5, 'draft')
 """
-_GET = "SELECT id, name, audience, message, kind, state, cursor, fanout_done FROM campaigns WHERE id = $1"
+_GET = "SELECT id, name, audience, message, kind, state, cursor, fanout_done, recap FROM campaigns WHERE id = $1"
 _START = """
 UPDATE campaigns SET state = 'running', started_at = COALESCE(started_at, now())
 WHERE id = $1 AND state IN ('draft', 'running') RETURNING state
@@ -38,6 +38,15 @@ WHERE c.state = 'running' AND c.fanout_done
   AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.campaign_id = c.id AND s.status IN ('pending', 'deferred'))
 RETURNING id
 """
+# Finished campaigns whose first sends may have reached the retention horizon (none is older than
+# the start) and whose recap is not stored yet; none of their sends is still waiting.
+_UNFROZEN = """
+SELECT c.id FROM campaigns c
+WHERE c.recap IS NULL AND c.state IN ('completed', 'cancelled') AND c.started_at < $1
+  AND NOT EXISTS (SELECT 1 FROM sends s WHERE s.campaign_id = c.id AND s.status IN ('pending', 'deferred'))
+ORDER BY c.started_at LIMIT $2
+"""
+_FREEZE = "UPDATE campaigns SET recap = $2 WHERE id = $1 AND recap IS NULL RETURNING true"
 
 
 class CampaignRepository:
@@ -68,3 +77,11 @@ class CampaignRepository:
 
     async def complete_finished(self) -> int:
         return len(await self.conn.fetch(_COMPLETE))
+
+    async def unfrozen(self, before: datetime, limit: int) -> list[uuid.UUID]:
+        """Finished campaigns started before ``before`` whose recap is not stored yet."""
+        return [r["id"] for r in await self.conn.fetch(_UNFROZEN, before, limit)]
+
+    async def freeze(self, campaign_id: uuid.UUID, recap: dict[str, Any]) -> bool:
+        """Store the campaign's recap; False when it was stored already."""
+        return bool(await self.conn.fetchval(_FREEZE, campaign_id, recap))

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from shared.db import Database
+from shared.db import Database, delete_in_batches
 
 # Woken at the commit of the transaction that recorded a delivery (NOTIFY is transactional).
 WAKE_CHANNEL = "siyu_notify_deliveries"
@@ -85,3 +86,13 @@ async def sweep_stuck(db: Database, older_than_seconds: float) -> int:
     async with db.connection() as conn:
         status = await conn.execute(_SWEEP_STUCK, older_than_seconds)
     return int(status.rsplit(" ", 1)[-1])
+
+
+# Retention (services/notify/retention.py): a finished courtesy reply older than the horizon; one
+# still pending or sending is not in the index.
+DELIVERIES_EXPIRED = "status IN ('sent', 'rejected', 'failed', 'unknown') AND created_at < $1"
+
+
+async def prune_deliveries(db: Database, before: datetime) -> int:
+    """Finished deliveries recorded before ``before`` (walks ix_deliveries_done_created_at)."""
+    return await delete_in_batches(db, "deliveries", DELIVERIES_EXPIRED, before)

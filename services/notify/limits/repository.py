@@ -10,6 +10,8 @@ from datetime import date, datetime
 
 import asyncpg
 
+from shared.db import Database, delete_in_batches
+
 _CAP_TAKE = """
 INSERT INTO marketing_caps AS c (member_id, week, week_count, day, day_count)
 VALUES ($1, $2, 1, $3, 1)
@@ -110,3 +112,13 @@ class BudgetRepository:
     async def pause_until_midnight(self, appid: str, api: str) -> datetime:
         until: datetime = await self.conn.fetchval(_PAUSE_TO_MIDNIGHT, appid, api)
         return until
+
+
+# Retention (services/notify/retention.py): a cap row counts one Beijing week; only the current
+# week's is ever read.
+CAPS_PAST = "week < $1"
+
+
+async def prune_caps(db: Database, before_week: date) -> int:
+    """Marketing-cap rows of weeks before ``before_week`` (walks ix_marketing_caps_week)."""
+    return await delete_in_batches(db, "marketing_caps", CAPS_PAST, before_week)

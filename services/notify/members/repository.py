@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
+
+from shared.db import Database, delete_in_batches
 
 _UPSERT_IDENTITY = """
 INSERT INTO member_apps (appid, openid, member_id, app_kind) VALUES ($1, $2, $3, $4)
@@ -108,3 +111,13 @@ class WindowRepository:
 
     async def give_back(self, appid: str, openid: str) -> None:
         await self.conn.execute(_GIVE_BACK_WINDOW, appid, openid)
+
+
+# Retention (services/notify/retention.py): a window that expired is worth nothing (every read and
+# spend checks expires_at, and the member's next message opens a fresh one).
+WINDOWS_EXPIRED = "expires_at < $1"
+
+
+async def prune_windows(db: Database, before: datetime) -> int:
+    """Customer-service windows that expired before ``before`` (walks ix_service_windows_expires_at)."""
+    return await delete_in_batches(db, "service_windows", WINDOWS_EXPIRED, before)

@@ -9,6 +9,8 @@ from typing import Any
 
 import asyncpg
 
+from shared.db import Database, delete_in_batches
+
 _COLUMNS = """id, idempotency_key, member_id, rule, campaign_id, kind, channel, appid, openid, template_id, data,
 page, status, reason, attempts, authorised, cap_counted, due_at, lease_until"""
 
@@ -283,3 +285,17 @@ class SendRepository:
 
     async def redrive(self, send_id: int, now: datetime) -> bool:
         return await self.conn.fetchval(_REDRIVE, send_id, now) is not None
+
+
+# --- retention (services/notify/retention.py; the README's "Retention") ---------------------------
+
+# A finished send older than the horizon. A campaign's sends go only once its recap is stored on the
+# campaign (retention.freeze_recaps), so a recap never changes as they go and a campaign in progress
+# keeps them all; a pending or deferred send is not in the index and is never deleted.
+SENDS_EXPIRED = """status IN ('sent', 'delivered', 'failed', 'skipped') AND created_at < $1
+AND (campaign_id IS NULL OR campaign_id IN (SELECT id FROM campaigns WHERE recap IS NOT NULL))"""
+
+
+async def prune_sends(db: Database, before: datetime) -> int:
+    """Finished sends created before ``before`` (walks ix_sends_done_created_at)."""
+    return await delete_in_batches(db, "sends", SENDS_EXPIRED, before)
