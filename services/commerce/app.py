@@ -17,6 +17,7 @@ from services.commerce.jobs import housekeeping, reconcile_orders
 from services.commerce.members.endpoints import router as members
 from services.commerce.orders.endpoints import router as orders
 from services.commerce.points.endpoints import router as points
+from services.commerce.retention import retention_forever
 from services.commerce.rewards.endpoints import router as rewards
 from services.commerce.settings import CommerceSettings
 from services.commerce.subscriptions import SUBSCRIPTIONS
@@ -39,7 +40,7 @@ def create_app(
         make_deps=deps,
         routers=ROUTERS,
         subscriptions=SUBSCRIPTIONS,
-        background=[reconcile_orders, housekeeping],
+        background=[reconcile_orders, housekeeping, retention_forever],
         consumed_types=consumed_types(),
         description=__doc__ or "",
     )

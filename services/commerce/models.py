@@ -47,6 +47,7 @@ class VipDiscountReservation(Base):
     """
 
     __tablename__ = "vip_discount_reservations"
+    __table_args__ = (Index("ix_vip_discount_reservations_created_at", "created_at"),)
 
     unique_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     order_session_id: Mapped[str | None] = mapped_column(String(128))
@@ -389,3 +390,5 @@ class CheckIn(Base):
     streak: Mapped[int] = mapped_column(Integer)
     points: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = _now()
+
+    __table_args__ = (Index("ix_checkins_day", "day"),)

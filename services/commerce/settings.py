@@ -93,6 +93,14 @@ class CommerceSettings(_Base):  # type: ignore[valid-type,misc]
     # A redemption still reserved this long after it started (its process died mid-way) is released.
     redemption_stale_seconds: int = Field(default=300, ge=10, validation_alias=_c("REDEMPTION_STALE_SECONDS"))
 
+    # Retention (README.md, "Retention"): how often one replica prunes (0: never) and the horizons
+    # (0: keep forever).
+    retention_interval_seconds: float = Field(default=3600, ge=0, validation_alias=_c("RETENTION_INTERVAL_SECONDS"))
+    vip_reservation_retention_days: int = Field(
+        default=180, ge=0, validation_alias=_c("VIP_RESERVATION_RETENTION_DAYS")
+    )
+    checkins_retention_days: int = Field(default=400, ge=0, validation_alias=_c("CHECKINS_RETENTION_DAYS"))
+
     @field_validator("tiers")
     @classmethod
     def _tiers_ascend_from_zero(cls, tiers: tuple[TierRule, ...]) -> tuple[TierRule, ...]:

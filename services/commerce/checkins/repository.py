@@ -6,6 +6,8 @@ from datetime import date
 
 import asyncpg
 
+from shared.db import Database, delete_in_batches
+
 # One row per member per Beijing day: concurrent taps race on the primary key and all but one
 # insert nothing. The streak continues yesterday's; every ``$5``-th day of a streak earns the bonus.
 _CHECK_IN = """
@@ -41,3 +43,14 @@ class CheckInRepository:
 
     async def move(self, from_member: str, to_member: str) -> None:
         await self.conn.execute(_MOVE, from_member, to_member)
+
+
+# Retention (services/commerce/retention.py): a streak reads only yesterday's row and each check-in's
+# points are in the ledger for good; older days are the member's calendar, kept
+# COMMERCE_CHECKINS_RETENTION_DAYS.
+CHECKINS_EXPIRED = "day < $1"
+
+
+async def prune_checkins(db: Database, before: date) -> int:
+    """Check-ins of Beijing days before ``before`` (walks ix_checkins_day)."""
+    return await delete_in_batches(db, "checkins", CHECKINS_EXPIRED, before)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import asyncpg
+
+from shared.db import Database, delete_in_batches
 
 # Reserve once per unique_id and answer the reservation's status in the same statement: a fresh
 # insert returns 'reserved', a retry returns whatever the first call (or a release) left.
@@ -40,3 +43,14 @@ class VipDiscountRepository:
     async def release(self, unique_id: str) -> bool:
         """Release a reservation; False when there was none, or it was released already."""
         return str(await self.conn.execute(_RELEASE, unique_id)) == "UPDATE 1"
+
+
+# Retention (services/commerce/retention.py): a reservation is read only by WeChat's retries of
+# use / unuse (hours) and matters until its order settles after the after-sale window (weeks); the
+# horizon (COMMERCE_VIP_RESERVATION_RETENTION_DAYS) is months past both, whatever its status.
+RESERVATIONS_EXPIRED = "created_at < $1"
+
+
+async def prune_reservations(db: Database, before: datetime) -> int:
+    """Reservations made before ``before`` (walks ix_vip_discount_reservations_created_at)."""
+    return await delete_in_batches(db, "vip_discount_reservations", RESERVATIONS_EXPIRED, before)
