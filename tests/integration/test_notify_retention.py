@@ -35,8 +35,8 @@ from tests.integration.notify_fixtures import (
     notify_stack,
     open_window,
     query,
-    wait_for,
 )
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -122,9 +122,9 @@ async def _run_campaign(notify: Notify, member_ids: list[str]) -> str:
 
     async def completed() -> bool:
         rows = await query("SELECT state FROM campaigns WHERE id = $1::uuid", cid)
-        return rows[0]["state"] == "completed"
+        return bool(rows[0]["state"] == "completed")
 
-    await wait_for(completed, what="the campaign completed")
+    await eventually(completed, what="the campaign completed")
     return cid
 
 
@@ -162,12 +162,12 @@ async def test_each_prune_removes_what_is_past_its_horizon_and_keeps_what_a_flow
         ("old-of-running", "sent", running, old_send, True),
         ("waiting-of-running", "deferred", running, old_send, True),
     ]
-    for key, status, campaign_id, created_at, _ in sends:
+    for key, status, of_campaign, created_at, _ in sends:
         await conn.execute(
             "INSERT INTO sends (idempotency_key, member_id, campaign_id, kind, status, dead, due_at, created_at) "
             "VALUES ($1, 'm1', $2, 'marketing', $3, $4, $5, $6)",
             key,
-            campaign_id,
+            of_campaign,
             status,
             key == "old-dead-letter",
             future,
