@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from services.gateway.deps import (
+    REQUIRED_KEY_DOC,
     CappedBodyRoute,
     CurrentMember,
     Deps,
@@ -78,6 +79,7 @@ RewardId = Annotated[str, Path(pattern=REWARD_ID, description="A reward of `GET 
     response_model=Redemption,
     responses=problem_responses(400, 404, 409),
     summary="Redeem a reward with points (Idempotency-Key required)",
+    openapi_extra=REQUIRED_KEY_DOC,
 )
 async def redeem(
     reward_id: RewardId, member: WritingMember, request: Request, deps: Deps, key: RequiredIdempotencyKey
