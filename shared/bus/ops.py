@@ -8,6 +8,7 @@ with confirms, and only then acknowledges the dead letter.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -174,6 +175,28 @@ async def dlq_show(amqp_url: str, namespace: str, consumer: str, index: int) -> 
     return {**_summary(m), "headers": dict(m.headers or {}), "body": body}
 
 
+async def _settle(
+    connection: aio_pika.abc.AbstractConnection, queue_name: str, at_least: int, within: float = 2.0
+) -> None:
+    """Wait (bounded) until ``queue_name`` holds at least ``at_least`` ready messages again.
+
+    Messages read and put back (a closed channel's, a nack's) return to a quorum queue through its
+    log, a moment after the client is done: without this, a reader right after (a re-drive after a
+    listing) could miss them.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    channel = await connection.channel()
+    try:
+        while loop.time() < deadline:
+            queue = await channel.declare_queue(queue_name, passive=True)
+            if (queue.declaration_result.message_count or 0) >= at_least:
+                return
+            await asyncio.sleep(0.02)
+    finally:
+        await channel.close()
+
+
 async def dlq_peek(
     amqp_url: str, namespace: str, consumers: Sequence[str], limit: int = 100
 ) -> dict[str, list[dict[str, Any]]]:
@@ -192,6 +215,7 @@ async def dlq_peek(
             except aio_pika.exceptions.ChannelNotFoundEntity:
                 out[consumer] = []
                 continue
+            present = queue.declaration_result.message_count or 0
             messages: list[AbstractIncomingMessage] = []
             while len(messages) < limit:
                 message = await queue.get(no_ack=False, fail=False)
@@ -200,6 +224,7 @@ async def dlq_peek(
                 messages.append(message)
             out[consumer] = [_summary(m) for m in messages]
             await channel.close()
+            await _settle(connection, topology.dlq(consumer), present)
     return out
 
 
@@ -251,4 +276,5 @@ async def dlq_redrive(
             moved += 1
         for message in skipped:
             await message.nack(requeue=True)
+        await _settle(connection, topology.dlq(consumer), (queue.declaration_result.message_count or 0) - moved)
     return moved

@@ -76,6 +76,8 @@ def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -
     for service in ("identity", "commerce", "notify"):
         env[f"GATEWAY_{service.upper()}_URL"] = f"http://127.0.0.1:{PORTS[service]}"
     env["NOTIFY_COMMERCE_URL"] = f"http://127.0.0.1:{PORTS['commerce']}"
+    # commerce resolves buyers through identity, notify reads audiences from it: this stack's identity.
+    env["COMMERCE_IDENTITY_URL"] = env["NOTIFY_IDENTITY_URL"] = f"http://127.0.0.1:{PORTS['identity']}"
     modules = {"sandbox": "tools.wechat_sandbox", "relay": "services.relay"} | {
         s: f"services.{s}" for s in ("gateway", "identity", "commerce", "notify")
     }

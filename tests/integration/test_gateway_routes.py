@@ -95,7 +95,7 @@ async def authorise(siyu: Siyu, api: httpx.AsyncClient, member: Member, template
             template,
         )
 
-    sources = await eventually(lambda: _at_least(both_sources_recorded, 2), timeout=30)
+    sources = await eventually(lambda: _at_least(both_sources_recorded, 2))
     assert sorted(r["source"] for r in sources) == ["miniprogram", "push"]
     [row] = await sql(
         "notify",
@@ -137,12 +137,12 @@ async def test_a_new_member_earns_points_from_a_shop_order_and_sees_them_in_me_t
     assert isinstance(order_id, str) and len(order_id) == 19
     await siyu.act(order_id, "pay")
 
-    async def pending() -> dict[str, Any] | None:
-        points = await siyu.points(api, member)
-        return points if points["pending"] else None
+    async def pending() -> bool:
+        return bool((await siyu.commerce_view(member))["points"]["pending"])
 
+    await eventually(pending)
     # The base tier earns exactly order_price // 100 * SIYU_POINTS_PER_YUAN, pending from payment.
-    assert await eventually(pending, timeout=30) == {"available": 0, "pending": 128, "expiring": []}
+    assert await siyu.points(api, member) == {"available": 0, "pending": 128, "expiring": []}
     [earn] = await ledger(api, member)
     assert earn["kind"] == "earn" and earn["points"] == 128 and earn["state"] == "pending"
     assert earn["order_id"] == order_id and isinstance(earn["entry_id"], str)
@@ -150,12 +150,12 @@ async def test_a_new_member_earns_points_from_a_shop_order_and_sees_them_in_me_t
 
     await siyu.act(order_id, "ship", "confirm", "settle")
 
-    async def available() -> dict[str, Any] | None:
-        points = await siyu.points(api, member)
-        return points if points["available"] == 128 else None
+    async def available() -> bool:
+        return bool((await siyu.commerce_view(member))["points"]["available"] == 128)
 
-    points = await eventually(available, timeout=30)
-    assert points["pending"] == 0
+    await eventually(available)
+    points = await siyu.points(api, member)
+    assert points["available"] == 128 and points["pending"] == 0
     [earn] = await ledger(api, member)
     assert earn["state"] == "available" and earn["points"] == 128
 
@@ -210,11 +210,11 @@ async def test_the_ledger_pages_newest_first_with_its_cursor(siyu: Siyu, api: ht
     order_id = str((await siyu.order(member, 3900))["order_id"])
     await siyu.act(order_id, "pay")
 
-    async def two_entries() -> list[dict[str, Any]] | None:
-        entries = await ledger(api, member)
-        return entries if len(entries) == 2 else None
+    async def two_entries() -> bool:
+        return len((await siyu.commerce_view(member, "points/ledger"))["entries"]) == 2
 
-    newest, oldest = await eventually(two_entries, timeout=30)
+    await eventually(two_entries)
+    newest, oldest = await ledger(api, member)
     assert (newest["kind"], newest["points"], newest["order_id"]) == ("earn", 39, order_id)
     assert (oldest["kind"], oldest["points"], oldest["state"]) == ("checkin", 5, "available")
     assert "order_id" not in oldest, "an optional field commerce leaves out stays out"
@@ -350,14 +350,14 @@ async def test_gifts_show_each_side_its_role_and_never_the_other_sides_address(
     await siyu.act(order_id, "pay")
     await siyu.sandbox_post(f"/sandbox/shop/gifts/{present_order_id}/accept", {"user_id": recipient.user["user_id"]})
 
-    async def gifts_of(member: Member) -> list[dict[str, Any]] | None:
-        r = await api.get("/api/v1/gifts", headers=member.auth)
-        assert r.status_code == 200, r.text
-        body: list[dict[str, Any]] = r.json()
-        return body if body and body[0]["state"] == "accepted" else None
+    async def accepted(member: Member) -> bool:
+        gifts = await siyu.commerce_view(member, "gifts")
+        return bool(gifts and gifts[0]["state"] == "accepted")
 
-    [given] = await eventually(lambda: gifts_of(giver), timeout=30)
-    [received] = await eventually(lambda: gifts_of(recipient), timeout=30)
+    await eventually(lambda: accepted(giver))
+    await eventually(lambda: accepted(recipient))
+    [given] = (await api.get("/api/v1/gifts", headers=giver.auth)).json()
+    [received] = (await api.get("/api/v1/gifts", headers=recipient.auth)).json()
     assert given == {
         "order_id": order_id,
         "present_order_id": present_order_id,
@@ -393,7 +393,7 @@ async def test_subscriptions_are_recorded_and_the_opened_message_is_attributed(
     async def delivered() -> list[dict[str, Any]]:
         return [m for m in await inbox(siyu, member) if m["kind"] == "subscribe" and m["template_id"] == template]
 
-    [message] = await eventually(delivered, timeout=30)
+    [message] = await eventually(delivered)
     page = message["jump"]["miniprogram"]["pagepath"]
     assert f"order_id={order_id}" in page and "siyu_send=" in page
 
@@ -430,7 +430,7 @@ async def test_subscriptions_reach_notify_before_it_has_learned_the_member(siyu:
     async def known() -> list[Any]:
         return await sql("notify", "SELECT 1 FROM member_apps WHERE member_id = $1", member.member_id)
 
-    await eventually(known, timeout=30)
+    await eventually(known)
     # As if identity's event had not reached notify yet: notify knows no openid for the member.
     await sql("notify", "DELETE FROM member_apps WHERE member_id = $1", member.member_id)
     template = await template_id(siyu, ORDER_PAID_TEMPLATE)
@@ -704,7 +704,7 @@ async def test_a_campaign_is_created_previewed_started_read_and_cancelled(siyu: 
         c: dict[str, Any] = r.json()
         return c if c["state"] == "completed" else None
 
-    recap = await eventually(settled, timeout=30)
+    recap = await eventually(settled)
     assert recap["targeted"] == 1
     assert recap["sent"] + sum(recap["skipped"].values()) + recap["failed"] == 1
     assert {"state", "targeted", "sent", "delivered", "skipped", "failed", "opened", "ordered"} <= set(recap)
@@ -760,7 +760,7 @@ async def test_dead_events_of_every_service_are_listed_and_redriven_by_id(siyu: 
         found = [d for d in await dead_letters(api) if d.get("event_id") == poison]
         return found if len(found) == 2 else None
 
-    letters = await eventually(both_dead, timeout=30)
+    letters = await eventually(both_dead)
     assert {d["id"] for d in letters} == {f"event-commerce-{poison}", f"event-notify-{poison}"}
     for d in letters:
         assert d["kind"] == "event" and d["type"] == "identity.member.registered" and d["created_at"]
@@ -782,7 +782,7 @@ async def test_dead_events_of_every_service_are_listed_and_redriven_by_id(siyu: 
     r = await api.post(f"/admin/v1/dead-letters/{dead_id}/redrive", headers=ADMIN)
 
     assert r.status_code == 202 and r.json() == {"id": dead_id, "kind": "event", "status": "redriven"}
-    await eventually(lambda: sql("notify", "SELECT 1 FROM member_apps WHERE member_id = $1", member_id), timeout=30)
+    await eventually(lambda: sql("notify", "SELECT 1 FROM member_apps WHERE member_id = $1", member_id))
     assert dead_id not in {d["id"] for d in await dead_letters(api)}
     r = await api.post(f"/admin/v1/dead-letters/{dead_id}/redrive", headers=ADMIN)
     assert r.status_code == 404
@@ -799,7 +799,7 @@ async def test_dead_events_of_every_service_are_listed_and_redriven_by_id(siyu: 
                 return bool((await ops.dlq_show(AMQP, NAMESPACE, "notify", i))["headers"].get("x-siyu-redriven"))
         return False
 
-    await eventually(redriven_back, timeout=30)
+    await eventually(redriven_back)
     commerce = (await ops.dlq_list(AMQP, NAMESPACE, "commerce"))["messages"]
     index = next(i for i, m in enumerate(commerce) if m["event_id"] == poison)
     assert "x-siyu-redriven" not in (await ops.dlq_show(AMQP, NAMESPACE, "commerce", index))["headers"]
@@ -822,7 +822,7 @@ async def test_a_dead_send_is_listed_and_redriven_by_id(siyu: Siyu, api: httpx.A
     async def dead_send() -> list[dict[str, Any]]:
         return [d for d in await dead_letters(api) if d["kind"] == "send" and d["member_id"] == member.member_id]
 
-    [letter] = await eventually(dead_send, timeout=30)
+    [letter] = await eventually(dead_send)
     assert letter["id"].startswith("send-") and letter["rule"] == "order_paid" and letter["service"] == "notify"
     assert letter["errcode"] == -1 and letter["attempts"] == 2
 
@@ -833,7 +833,7 @@ async def test_a_dead_send_is_listed_and_redriven_by_id(siyu: Siyu, api: httpx.A
     async def delivered() -> list[dict[str, Any]]:
         return [m for m in await inbox(siyu, member) if m["kind"] == "subscribe" and m["template_id"] == template]
 
-    await eventually(delivered, timeout=30)
+    await eventually(delivered)
     assert letter["id"] not in {d["id"] for d in await dead_letters(api)}
     r = await api.post(f"/admin/v1/dead-letters/{letter['id']}/redrive", headers=ADMIN)
     assert r.status_code == 404
