@@ -133,6 +133,9 @@ def create_app() -> FastAPI:
                 ["wechat.oa.text"],
                 [EVENT_BODY],
                 [HEADERS],
+                # The relay's wake-up: the gateway sends it at most every 20 ms (Outbox.wake_due), which
+                # under load is almost never; nothing listens here.
+                False,
             )
         return PlainTextResponse("success")
 

@@ -117,12 +117,15 @@ class Stack:
         self.pushed: list[dict[str, Any]] = []
 
         def sink(request: httpx.Request) -> httpx.Response:
-            from services.gateway.callbacks.decode import PushQuery, decode_push
+            from services.gateway.pushes.schemas import PushQuery
+            from services.gateway.pushes.service import decode_push
+            from shared.wechat.crypto import MessageCrypto
 
             app = apps.get(request.url.path.rsplit("/", 1)[-1])
             assert app is not None
             query = PushQuery.from_params(dict(request.url.params))
-            self.pushed.append(decode_push(app, query, request.content, "application/json", 1 << 20).payload)
+            decoded = decode_push(app, MessageCrypto.for_app(app), query, request.content, "application/json", 1 << 20)
+            self.pushed.append(decoded.payload)
             return httpx.Response(200, text="success")
 
         self.sandbox = create_sandbox(apps, "http://gateway.invalid", seed=7, transport=httpx.MockTransport(sink))

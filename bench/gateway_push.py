@@ -58,8 +58,10 @@ from shared.wechat.codec import render_xml
 from shared.wechat.crypto import MessageCrypto, sign
 from shared.wechat.push import parse_push
 
-PORTS = {"gateway": 19100, "gateway_gc": 19104, "notify": 19103, "relay": 19105, "bare": 19199}
-UNUSED = {"identity": 19101, "commerce": 19102, "wechat": 19190}  # not started: the push path never calls them
+PORTS = {"gateway": 19100, "gateway_gc": 19104, "notify": 19103, "relay": 19105, "bare": 19199, "wechat": 19190}
+# Not started: the push path never calls them. The sandbox (WeChat) only serves notify's template
+# library at its start; no push calls it.
+UNUSED = {"identity": 19101, "commerce": 19102}
 CONNECTIONS = 8
 STEADY_CONNECTIONS = 16  # constant rate: connections only need to exceed rate x latency
 ROUNDS = 2
@@ -270,7 +272,8 @@ async def bench(run: Run) -> None:
         bare_dsn = await bare_db.create_database("gateway")
         await stack.declare_topology()
         base_env = {
-            "SIYU_WECHAT_API_BASE": f"http://127.0.0.1:{UNUSED['wechat']}",
+            "SIYU_WECHAT_API_BASE": f"http://127.0.0.1:{PORTS['wechat']}",
+            "SANDBOX_PORT": str(PORTS["wechat"]),
             "NOTIFY_PORT": str(PORTS["notify"]),
             "RELAY_PORT": str(PORTS["relay"]),
             "GATEWAY_NOTIFY_URL": f"http://127.0.0.1:{PORTS['notify']}",
@@ -283,6 +286,7 @@ async def bench(run: Run) -> None:
         env_gc = stack.env(
             {**base_env, "GATEWAY_PORT": str(PORTS["gateway_gc"]), "GATEWAY_PUSH_BATCH_WINDOW_MS": GROUP_COMMIT_MS}
         )
+        stack.start("sandbox", "tools.wechat_sandbox", PORTS["wechat"], env, ready_path="/health")
         stack.start("notify", "services.notify", PORTS["notify"], env)
         stack.start("relay", "services.relay", PORTS["relay"], env, args=["gateway", "notify"])
         stack.start("gateway", "services.gateway", PORTS["gateway"], env)

@@ -143,6 +143,7 @@ def create_service_app(
     topology: Topology | None = None,
     background: Sequence[Callable[[D], Coroutine[Any, Any, None]]] = (),
     consumed_types: Collection[str] = (),
+    readiness: Callable[[D], Mapping[str, str]] | None = None,
     title: str | None = None,
     description: str = "",
 ) -> FastAPI:
@@ -152,6 +153,7 @@ def create_service_app(
     The outbox relay runs in its own process (``services/relay.py``); with
     ``SIYU_RELAY_IN_PROCESS=true`` (tests, a one-process deployment) the service runs one for its
     own database, treating ``consumed_types`` as the types some service consumes.
+    ``readiness(deps)`` names what else keeps the service from being ready (``/ready`` answers 503).
     """
     service = settings.service_name
     configure_logging(service, settings.log_level)
@@ -255,6 +257,8 @@ def create_service_app(
         consumer = getattr(request.app.state, "consumer", None)
         if consumer is not None and consumer.status:
             reasons["consumer"] = consumer.status
+        if readiness is not None:
+            reasons.update(readiness(request.app.state.deps))
         if reasons:
             return JSONResponse({"status": "unavailable", "reasons": reasons}, status_code=503)
         return JSONResponse({"status": "ready", "service": service})

@@ -15,7 +15,7 @@ from services.notify.authorisations.endpoints import router as authorisations
 from services.notify.campaigns.endpoints import router as campaigns
 from services.notify.campaigns.jobs import campaigns_forever
 from services.notify.deliveries.service import delivery_sender, delivery_sweeper
-from services.notify.deps import Clock, deps_factory, utc_now
+from services.notify.deps import Clock, NotifyDeps, deps_factory, utc_now
 from services.notify.funnel.endpoints import router as funnel
 from services.notify.replies.endpoints import router as replies
 from services.notify.replies.service import load_rules as load_reply_rules
@@ -25,9 +25,14 @@ from services.notify.sends.endpoints import router as sends
 from services.notify.sends.jobs import send_forever
 from services.notify.settings import NotifySettings
 from services.notify.subscriptions import SUBSCRIPTIONS
+from services.notify.templates.jobs import templates_forever
 from shared.app import create_service_app
 from shared.errors import ConfigurationError
 from shared.settings import load_settings
+
+
+def _readiness(deps: NotifyDeps) -> dict[str, str]:
+    return {} if deps.templates.loaded else {"templates": deps.templates.problem or "not loaded"}
 
 
 def create_app(
@@ -62,7 +67,9 @@ def create_app(
             send_forever,
             campaigns_forever,
             abandoned_forever,
+            templates_forever,
         ],
+        readiness=_readiness,
         consumed_types=consumed_types(),
         description=__doc__ or "",
     )

@@ -16,13 +16,16 @@ from services.notify.replies.service import PointsLookup
 from services.notify.replies.service import load_rules as load_reply_rules
 from services.notify.rules.service import RulesFile, check_rules, load_rules
 from services.notify.settings import NotifySettings
-from services.notify.templates.service import TemplateLibrary, load_library
+from services.notify.templates.service import TemplateLibrary, TemplateSlot, load_library
 from shared.app import Runtime, get_deps
 from shared.db import Database, is_transient
 from shared.http import create_client
+from shared.observability import get_logger
 from shared.replies import ReplyRuleSet
 from shared.wechat.apps import AppKind
 from shared.wechat.client import WeChatClient
+
+log = get_logger(__name__)
 
 Clock = Callable[[], datetime]
 
@@ -41,7 +44,7 @@ class NotifyDeps:
     reply_rules: ReplyRuleSet
     points: PointsLookup
     rules: RulesFile
-    library: TemplateLibrary
+    templates: TemplateSlot
     quiet: QuietHours
     caps: Caps
     identity: httpx.AsyncClient
@@ -49,6 +52,11 @@ class NotifyDeps:
     clock: Clock
     oa_appid: str | None
     mp_appid: str | None
+
+    @property
+    def library(self) -> TemplateLibrary:
+        """The checked template library; raises ``TemplatesUnavailable`` (transient) until it is in."""
+        return self.templates.get()
 
     async def aclose(self) -> None:
         await self.wechat_http.aclose()
@@ -60,14 +68,17 @@ def build_deps(
     settings: NotifySettings,
     db: Database,
     wechat_http: httpx.AsyncClient,
-    library: TemplateLibrary,
+    library: TemplateLibrary | None,
     *,
     clock: Clock = utc_now,
     identity: httpx.AsyncClient | None = None,
     commerce: httpx.AsyncClient | None = None,
 ) -> NotifyDeps:
     rules = load_rules(settings.message_rules_file)
-    check_rules(rules, library)
+    templates = TemplateSlot()
+    if library is not None:
+        check_rules(rules, library)  # a rules file that does not fit WeChat's library stops the start
+        templates.set(library)
     apps = settings.wechat_apps
     token = settings.internal_token_value
     commerce = commerce or create_client(
@@ -85,7 +96,7 @@ def build_deps(
         reply_rules=load_reply_rules(settings.reply_rules_file),
         points=PointsLookup(commerce, timeout=settings.commerce_timeout_seconds),
         rules=rules,
-        library=library,
+        templates=templates,
         quiet=QuietHours.parse(settings.quiet_hours),
         caps=Caps(settings.marketing_cap_day, settings.marketing_cap_week),
         identity=identity or create_client(settings.identity_url, internal_token=token),
@@ -111,7 +122,7 @@ def deps_factory(
     async def make_deps(rt: Runtime[NotifySettings]) -> NotifyDeps:
         s = rt.settings
         load_rules(s.message_rules_file)  # a broken file fails before WeChat is asked anything
-        library = await _library_at_start(s, wechat_transport)
+        library = await _library_at_start(s, wechat_transport)  # None: WeChat away, loaded later
         # A transport is closed with its client: the sender's client gets its own when one was injected.
         http = create_client(s.wechat_api_base, timeout=10.0, retries=0, transport=wechat_transport)
         return build_deps(s, rt.db, http, library, clock=clock, identity=identity, commerce=commerce)
@@ -119,18 +130,23 @@ def deps_factory(
     return make_deps
 
 
-async def _library_at_start(
-    s: NotifySettings, transport: httpx.AsyncBaseTransport | None, within_s: float = 30.0
-) -> TemplateLibrary:
-    """The template library; WeChat (the sandbox under ``make run``) may still be starting."""
-    deadline = asyncio.get_running_loop().time() + within_s
+async def _library_at_start(s: NotifySettings, transport: httpx.AsyncBaseTransport | None) -> TemplateLibrary | None:
+    """The template library, or None when WeChat does not answer within ``NOTIFY_TEMPLATES_WAIT_SECONDS``.
+
+    WeChat (the sandbox under ``make run``) may still be starting, or away: notify starts anyway and
+    :func:`services.notify.templates.jobs.templates_forever` loads it later; until then events wait.
+    """
+    deadline = asyncio.get_running_loop().time() + s.templates_wait_seconds
     async with create_client(s.wechat_api_base, retries=0, transport=transport) as http:
         while True:
             try:
                 return await load_library(WeChatClient(http, s.wechat_apps), s.wechat_apps)
             except Exception as exc:
-                if not is_transient(exc) or asyncio.get_running_loop().time() > deadline:
+                if not is_transient(exc):
                     raise
+                if asyncio.get_running_loop().time() > deadline:
+                    log.warning("templates.unavailable_at_start", error=repr(exc))
+                    return None
                 await asyncio.sleep(0.5)
 
 

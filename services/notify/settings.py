@@ -23,6 +23,9 @@ class NotifySettings(_Base):  # type: ignore[valid-type,misc]
     message_rules_file: str = Field(
         default=str(_ROOT / "deploy" / "dev" / "message-rules.yaml"), validation_alias="NOTIFY_MESSAGE_RULES_FILE"
     )
+    # How long start-up waits for WeChat's template library before starting without it (events then
+    # wait in the queue and /ready says why until a background job has loaded it).
+    templates_wait_seconds: float = Field(default=10, ge=0, validation_alias="NOTIFY_TEMPLATES_WAIT_SECONDS")
     marketing_cap_day: int = Field(default=1, ge=0, validation_alias="SIYU_MARKETING_CAP_DAY")
     marketing_cap_week: int = Field(default=3, ge=0, validation_alias="SIYU_MARKETING_CAP_WEEK")
     quiet_hours: str = Field(default="22:00-08:00", validation_alias="SIYU_QUIET_HOURS")

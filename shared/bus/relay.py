@@ -38,7 +38,7 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractRobustConnec
 from aiormq.abc import DeliveredMessage
 from prometheus_client import Counter, Gauge
 
-from shared.bus.outbox import NOTIFY_CHANNEL
+from shared.bus.outbox import NOTIFY_CHANNEL, WAKE_INTERVAL
 from shared.bus.topology import Topology, amqp_message
 from shared.db import Database, is_transient
 from shared.observability import get_logger
@@ -118,6 +118,8 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         max_backoff: float = 300.0,
         linger: float = 0.005,
+        active_window: float = 0.1,
+        active_poll: float = 0.005,
         publish_timeout: float = 10.0,
     ) -> None:
         self.db = db
@@ -130,6 +132,10 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.max_backoff = max_backoff
         self.linger = linger
+        # After a wake or a claim that found rows, poll every ``active_poll`` for ``active_window``
+        # seconds: longer than a producer's WAKE_INTERVAL, so commits that did not notify are seen.
+        self.active_window = max(active_window, 2 * WAKE_INTERVAL)
+        self.active_poll = active_poll
         self.publish_timeout = publish_timeout
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
@@ -286,6 +292,8 @@ class OutboxRelay:
         side = [asyncio.create_task(self._listen()), asyncio.create_task(self._gauges())]
         log.info("outbox.relay_started", producer=self.producer)
         failures = 0
+        loop = asyncio.get_running_loop()
+        active_until = 0.0
         try:
             while not self._stopping.is_set():
                 self._wake.clear()
@@ -302,14 +310,25 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), timeout=min(30.0, self.backoff(failures)))
                     continue
+                now = loop.time()
+                if claimed:
+                    active_until = now + self.active_window
                 if claimed >= self.batch_size:
                     continue  # more waiting: no sleep
+                if now < active_until:
+                    # Producers wake us at most every WAKE_INTERVAL each: while rows keep coming,
+                    # poll at a short interval instead of waiting for the next notify.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=self.active_poll)
+                    continue
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval)
-                if self.linger and self._wake.is_set() and not self._stopping.is_set():
-                    # Commits wake us one at a time; a short pause lets the ones arriving together
-                    # share one claim and one round of confirms.
-                    await asyncio.sleep(self.linger)
+                if self._wake.is_set():
+                    active_until = loop.time() + self.active_window
+                    if self.linger and not self._stopping.is_set():
+                        # A short pause lets the commits arriving together share one claim and one
+                        # round of confirms.
+                        await asyncio.sleep(self.linger)
         finally:
             for task in side:
                 task.cancel()

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from tests.conftest import db_url
-from tests.e2e.conftest import Stack, eventually
+from tests.e2e.conftest import Stack
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -27,34 +28,34 @@ async def _rows(sql: str, *args: object) -> list[asyncpg.Record]:
         await conn.close()
 
 
-def _resolve(identity: httpx.Client, appid: str, openid: str) -> dict[str, Any] | None:
-    r = identity.post("/internal/resolve", json={"appid": appid, "openid": openid})
+async def _resolve(identity: httpx.AsyncClient, appid: str, openid: str) -> dict[str, Any] | None:
+    r = await identity.post("/internal/resolve", json={"appid": appid, "openid": openid})
     return r.json() if r.status_code == 200 else None
 
 
-def _login(sandbox: httpx.Client, identity: httpx.Client, user: dict[str, Any]) -> dict[str, Any]:
-    code = sandbox.post(f"/sandbox/users/{user['user_id']}/login-code", json={"appid": MP}).json()["code"]
-    r = identity.post("/internal/logins", json={"appid": MP, "code": code})
+async def _login(sandbox: httpx.AsyncClient, identity: httpx.AsyncClient, user: dict[str, Any]) -> dict[str, Any]:
+    code = (await sandbox.post(f"/sandbox/users/{user['user_id']}/login-code", json={"appid": MP})).json()["code"]
+    r = await identity.post("/internal/logins", json={"appid": MP, "code": code})
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
 
 
-def _follow(sandbox: httpx.Client, user: dict[str, Any], scene: str | None = None) -> None:
-    answer = sandbox.post(f"/sandbox/users/{user['user_id']}/follow", json={"appid": OA, "scene": scene}).json()
+async def _follow(sandbox: httpx.AsyncClient, user: dict[str, Any], scene: str | None = None) -> None:
+    answer = (await sandbox.post(f"/sandbox/users/{user['user_id']}/follow", json={"appid": OA, "scene": scene})).json()
     assert answer["status"] == 200, answer
 
 
 async def test_follow_then_login_is_one_member(stack: Stack) -> None:
     sandbox, identity = stack.client("sandbox"), stack.client("identity", internal=True)
-    user = sandbox.post("/sandbox/users", json={"nickname": "Li"}).json()
-    _follow(sandbox, user, "store_9")
-    follower = eventually(lambda: _resolve(identity, OA, user["openids"][OA]))
+    user = (await sandbox.post("/sandbox/users", json={"nickname": "Li"})).json()
+    await _follow(sandbox, user, "store_9")
+    follower = await eventually(lambda: _resolve(identity, OA, user["openids"][OA]))
 
-    login = _login(sandbox, identity, user)
+    login = await _login(sandbox, identity, user)
 
     assert login["member_id"] == follower["member_id"]
     assert login["created"] is False and login["unionid_known"] is True
-    member = identity.get(f"/internal/members/{login['member_id']}").json()
+    member = (await identity.get(f"/internal/members/{login['member_id']}")).json()
     assert sorted(i["appid"] for i in member["identities"]) == [OA, MP]
     assert member["first_scene"] == "store_9"
     assert "follower" in member["tags"]
@@ -62,41 +63,41 @@ async def test_follow_then_login_is_one_member(stack: Stack) -> None:
 
 async def test_login_then_follow_is_one_member(stack: Stack) -> None:
     sandbox, identity = stack.client("sandbox"), stack.client("identity", internal=True)
-    user = sandbox.post("/sandbox/users", json={"nickname": "Zhao"}).json()
-    login = _login(sandbox, identity, user)
+    user = (await sandbox.post("/sandbox/users", json={"nickname": "Zhao"})).json()
+    login = await _login(sandbox, identity, user)
     assert login["created"] is True
 
-    _follow(sandbox, user, "poster_1")
+    await _follow(sandbox, user, "poster_1")
 
-    def linked() -> dict[str, Any] | None:
-        found = _resolve(identity, OA, user["openids"][OA])
+    async def linked() -> dict[str, Any] | None:
+        found = await _resolve(identity, OA, user["openids"][OA])
         return found if found and len(found["identities"]) == 2 else None
 
-    member = eventually(linked)
+    member = await eventually(linked)
     assert member["member_id"] == login["member_id"]
     assert member["follows"][0]["first_scene"] == "poster_1"
 
 
 async def test_a_late_unionid_merges_two_members_through_the_stack(stack: Stack) -> None:
     sandbox, identity = stack.client("sandbox"), stack.client("identity", internal=True)
-    user = sandbox.post("/sandbox/users", json={"unionid_bound": False}).json()
-    _follow(sandbox, user, "store_2")
-    follower = eventually(lambda: _resolve(identity, OA, user["openids"][OA]))
-    first_login = _login(sandbox, identity, user)
+    user = (await sandbox.post("/sandbox/users", json={"unionid_bound": False})).json()
+    await _follow(sandbox, user, "store_2")
+    follower = await eventually(lambda: _resolve(identity, OA, user["openids"][OA]))
+    first_login = await _login(sandbox, identity, user)
     assert first_login["member_id"] != follower["member_id"]
 
-    sandbox.post(f"/sandbox/users/{user['user_id']}/bind-unionid", json={})
-    assert _login(sandbox, identity, user)["unionid_known"] is True
-    _follow(sandbox, user, "counter_5")  # SCAN: user/info now tells the gateway-fed consumer the unionid
+    await sandbox.post(f"/sandbox/users/{user['user_id']}/bind-unionid", json={})
+    assert (await _login(sandbox, identity, user))["unionid_known"] is True
+    await _follow(sandbox, user, "counter_5")  # SCAN: user/info now tells the gateway-fed consumer the unionid
 
-    def merged() -> dict[str, Any] | None:
-        found = identity.get(f"/internal/members/{first_login['member_id']}").json()
+    async def merged() -> dict[str, Any] | None:
+        found = (await identity.get(f"/internal/members/{first_login['member_id']}")).json()
         return found if found.get("resolved_from") else None
 
-    survivor = eventually(merged)
+    survivor = await eventually(merged)
     assert survivor["member_id"] == follower["member_id"]
     assert sorted(i["appid"] for i in survivor["identities"]) == [OA, MP]
-    assert _login(sandbox, identity, user)["member_id"] == follower["member_id"]
+    assert (await _login(sandbox, identity, user))["member_id"] == follower["member_id"]
     events = await _rows(
         "SELECT count(*) AS n FROM outbox WHERE type = 'identity.member.merged' AND convert_from(body, 'UTF8') LIKE $1",
         f"%{first_login['member_id']}%",
@@ -106,9 +107,9 @@ async def test_a_late_unionid_merges_two_members_through_the_stack(stack: Stack)
 
 async def test_phone_binding_through_the_sandbox(stack: Stack) -> None:
     sandbox, identity = stack.client("sandbox"), stack.client("identity", internal=True)
-    user = sandbox.post("/sandbox/users", json={"phone": "13700001234"}).json()
-    member_id = _login(sandbox, identity, user)["member_id"]
-    code = sandbox.post(f"/sandbox/users/{user['user_id']}/phone-code", json={"appid": MP}).json()["code"]
-    r = identity.post(f"/internal/members/{member_id}/phone", json={"appid": MP, "code": code})
+    user = (await sandbox.post("/sandbox/users", json={"phone": "13700001234"})).json()
+    member_id = (await _login(sandbox, identity, user))["member_id"]
+    code = (await sandbox.post(f"/sandbox/users/{user['user_id']}/phone-code", json={"appid": MP})).json()["code"]
+    r = await identity.post(f"/internal/members/{member_id}/phone", json={"appid": MP, "code": code})
     assert r.status_code == 200, r.text
     assert r.json() == {"phone_masked": "137****1234", "country_code": "86", "bound": True}

@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import Stack, eventually
+from tests.e2e.conftest import Stack
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -23,42 +24,42 @@ MP = "wx0000000000000002"
 
 
 @pytest.fixture(scope="module")
-def live(stack: Stack) -> Stack:
-    paths = stack.client("identity").get("/openapi.json").json()["paths"]
+async def live(stack: Stack) -> Stack:
+    paths = (await stack.client("identity").get("/openapi.json")).json()["paths"]
     if "/internal/logins" not in paths:
         pytest.skip("identity's POST /internal/logins has not landed yet")
     return stack
 
 
-def _user(sandbox: httpx.Client, **body: Any) -> dict[str, Any]:
-    user: dict[str, Any] = sandbox.post("/sandbox/users", json={"nickname": "Li", **body}).json()
+async def _user(sandbox: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
+    user: dict[str, Any] = (await sandbox.post("/sandbox/users", json={"nickname": "Li", **body})).json()
     return user
 
 
-def _code(sandbox: httpx.Client, user: dict[str, Any]) -> str:
-    code: str = sandbox.post(f"/sandbox/users/{user['user_id']}/login-code", json={"appid": MP}).json()["code"]
+async def _code(sandbox: httpx.AsyncClient, user: dict[str, Any]) -> str:
+    code: str = (await sandbox.post(f"/sandbox/users/{user['user_id']}/login-code", json={"appid": MP})).json()["code"]
     return code
 
 
-def test_follower_signs_in_to_the_mini_program_as_the_same_member(live: Stack) -> None:
+async def test_follower_signs_in_to_the_mini_program_as_the_same_member(live: Stack) -> None:
     sandbox, gateway = live.client("sandbox"), live.client("gateway")
-    user = _user(sandbox, phone="13800001234")
-    followed = sandbox.post(f"/sandbox/users/{user['user_id']}/follow", json={"appid": OA, "scene": "mp_e2e"})
+    user = await _user(sandbox, phone="13800001234")
+    followed = await sandbox.post(f"/sandbox/users/{user['user_id']}/follow", json={"appid": OA, "scene": "mp_e2e"})
     assert followed.json()["status"] == 200
 
-    code = _code(sandbox, user)
-    r = gateway.post("/api/v1/sessions", json={"code": code})
+    code = await _code(sandbox, user)
+    r = await gateway.post("/api/v1/sessions", json={"code": code})
     assert r.status_code == 201, r.text
     session = r.json()
     auth = {"Authorization": f"Bearer {session['token']}"}
 
-    def me_following() -> dict[str, Any] | None:
-        me = gateway.get("/api/v1/me", headers=auth)
+    async def me_following() -> dict[str, Any] | None:
+        me = await gateway.get("/api/v1/me", headers=auth)
         assert me.status_code == 200, me.text
         body: dict[str, Any] = me.json()
         return body if body["service_account"]["following"] else None
 
-    me = eventually(me_following)
+    me = await eventually(me_following)
     assert me["member_id"] == session["member_id"]
     assert me["unionid_known"] is True
     assert {a["appid"] for a in me["linked_apps"]} == {OA, MP}
@@ -67,38 +68,40 @@ def test_follower_signs_in_to_the_mini_program_as_the_same_member(live: Stack) -
     assert me["tier"] == "base" and me["points"] == {"available": 0, "pending": 0, "expiring": []}
 
     # The code was single use.
-    reused = gateway.post("/api/v1/sessions", json={"code": code})
+    reused = await gateway.post("/api/v1/sessions", json={"code": code})
     assert reused.status_code == 401 and reused.json()["type"].endswith("/invalid-code")
 
     # Phone binding and behaviour events reach identity for this member only.
-    phone_code = sandbox.post(f"/sandbox/users/{user['user_id']}/phone-code", json={"appid": MP}).json()["code"]
-    bound = gateway.post("/api/v1/me/phone", json={"code": phone_code}, headers=auth)
+    phone_code = (await sandbox.post(f"/sandbox/users/{user['user_id']}/phone-code", json={"appid": MP})).json()["code"]
+    bound = await gateway.post("/api/v1/me/phone", json={"code": phone_code}, headers=auth)
     assert bound.status_code == 200, bound.text
     assert bound.json()["bound"] is True and "1234" in bound.json()["phone_masked"]
     now = datetime.now(UTC).isoformat()
     events = {"events": [{"type": "product_view", "object_id": "1000000000000000001", "occurred_at": now}]}
-    sent = gateway.post("/api/v1/events", json=events, headers={**auth, "Idempotency-Key": "e2e-events-1"})
+    sent = await gateway.post("/api/v1/events", json=events, headers={**auth, "Idempotency-Key": "e2e-events-1"})
     assert sent.status_code == 202, sent.text
-    again = gateway.post("/api/v1/events", json=events, headers={**auth, "Idempotency-Key": "e2e-events-1"})
+    again = await gateway.post("/api/v1/events", json=events, headers={**auth, "Idempotency-Key": "e2e-events-1"})
     assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
-    assert gateway.get("/api/v1/me", headers=auth).json()["phone_masked"] == bound.json()["phone_masked"]
+    assert (await gateway.get("/api/v1/me", headers=auth)).json()["phone_masked"] == bound.json()["phone_masked"]
 
 
 @pytest.mark.parametrize(
     ("errcode", "status", "slug"),
     [(40029, 401, "invalid-code"), (40226, 403, "login-blocked"), (45011, 503, "dependency-unavailable")],
 )
-def test_wechat_refusing_the_code_comes_out_as_the_contract_says(
+async def test_wechat_refusing_the_code_comes_out_as_the_contract_says(
     live: Stack, errcode: int, status: int, slug: str
 ) -> None:
     sandbox, gateway = live.client("sandbox"), live.client("gateway")
-    user = _user(sandbox)
-    code = _code(sandbox, user)
-    sandbox.post("/sandbox/faults", json={"path": "/sns/jscode2session", "errcode": errcode, "errmsg": "injected"})
+    user = await _user(sandbox)
+    code = await _code(sandbox, user)
+    await sandbox.post(
+        "/sandbox/faults", json={"path": "/sns/jscode2session", "errcode": errcode, "errmsg": "injected"}
+    )
     try:
-        r = gateway.post("/api/v1/sessions", json={"code": code})
+        r = await gateway.post("/api/v1/sessions", json={"code": code})
     finally:
-        sandbox.delete("/sandbox/faults")
+        await sandbox.delete("/sandbox/faults")
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["type"].endswith(f"/{slug}")
@@ -106,7 +109,7 @@ def test_wechat_refusing_the_code_comes_out_as_the_contract_says(
         assert r.headers["Retry-After"].isdigit()
 
 
-def test_a_token_from_elsewhere_is_refused(live: Stack) -> None:
+async def test_a_token_from_elsewhere_is_refused(live: Stack) -> None:
     gateway = live.client("gateway")
-    r = gateway.get("/api/v1/me", headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."})
+    r = await gateway.get("/api/v1/me", headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."})
     assert r.status_code == 401 and r.json()["type"].endswith("/invalid-session")

@@ -11,15 +11,14 @@ often it is retried → the coupon is the member's → the operator sees it all 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from shared.settings import DEV_ADMIN_TOKEN, DEV_INTERNAL_TOKEN
+from shared.settings import DEV_ADMIN_TOKEN
 from tests.e2e.conftest import Stack
-from tests.integration.gateway_fixtures import eventually
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -27,27 +26,17 @@ MP = "wx0000000000000002"
 TEA_250G_FEN = 12800
 
 
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[dict[str, httpx.AsyncClient]]:
-    clients = {
-        "gateway": httpx.AsyncClient(base_url=stack.urls["gateway"], timeout=15),
-        "sandbox": httpx.AsyncClient(base_url=stack.urls["sandbox"], timeout=15),
-        "commerce": httpx.AsyncClient(
-            base_url=stack.urls["commerce"], timeout=15, headers={"X-Siyu-Internal-Token": DEV_INTERNAL_TOKEN}
-        ),
-    }
-    yield clients
-    for client in clients.values():
-        await client.aclose()
-
-
 def _ok(response: httpx.Response, *statuses: int) -> Any:
     assert response.status_code in (statuses or (200,)), response.text
     return response.json()
 
 
-async def test_a_member_earns_points_in_the_shop_and_redeems_them_once(http: dict[str, httpx.AsyncClient]) -> None:
-    gateway, sandbox, commerce = http["gateway"], http["sandbox"], http["commerce"]
+async def test_a_member_earns_points_in_the_shop_and_redeems_them_once(stack: Stack) -> None:
+    gateway, sandbox, commerce = (
+        stack.client("gateway"),
+        stack.client("sandbox"),
+        stack.client("commerce", internal=True),
+    )
 
     # The member opens the mini-program and signs in.
     user = _ok(await sandbox.post("/sandbox/users", json={"nickname": "Mei", "unionid_bound": True}), 200, 201)
@@ -71,14 +60,14 @@ async def test_a_member_earns_points_in_the_shop_and_redeems_them_once(http: dic
         body = _ok(await commerce.get(f"/internal/members/{session['member_id']}/points"))
         return bool({k: body["points"][k] for k in expected} == expected)
 
-    await eventually(lambda: points_are({"available": 0, "pending": 128}))
+    await eventually(lambda: points_are({"available": 0, "pending": 128}), what="the order's points pending")
     me = _ok(await gateway.get("/api/v1/me", headers=auth))
     assert me["points"] == {"available": 0, "pending": 128, "expiring": []}
 
     # The shop ships, the member confirms, the after-sale window passes: the points are theirs.
     for action in ("ship", "confirm", "settle"):
         _ok(await sandbox.post(f"/sandbox/shop/orders/{order_id}/{action}", json={}))
-    await eventually(lambda: points_are({"available": 128, "pending": 0}))
+    await eventually(lambda: points_are({"available": 128, "pending": 0}), what="the points available")
     me = _ok(await gateway.get("/api/v1/me", headers=auth))
     assert me["points"]["available"] == 128 and me["points"]["pending"] == 0
     ledger = _ok(await gateway.get("/api/v1/me/points/ledger", headers=auth))

@@ -6,7 +6,8 @@ import asyncpg
 import pytest
 
 from tests.conftest import db_url
-from tests.e2e.conftest import Stack, eventually, eventually_async
+from tests.e2e.conftest import Stack
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -24,32 +25,28 @@ async def _count(service: str, sql: str, *args: object) -> int:
 async def test_qr_follow_becomes_one_member_even_when_pushed_three_times(stack: Stack) -> None:
     sandbox = stack.client("sandbox")
     identity = stack.client("identity", internal=True)
-    user = sandbox.post("/sandbox/users", json={"nickname": "Wang"}).json()
+    user = (await sandbox.post("/sandbox/users", json={"nickname": "Wang"})).json()
     openid = user["openids"][OA]
 
-    answer = sandbox.post(f"/sandbox/users/{user['user_id']}/follow", json={"appid": OA, "scene": "store_42"}).json()
+    answer = (
+        await sandbox.post(f"/sandbox/users/{user['user_id']}/follow", json={"appid": OA, "scene": "store_42"})
+    ).json()
     # The gateway answered with notify's welcome for this scene, encrypted; the sandbox decrypted it.
     assert answer["status"] == 200 and "42 号门店" in answer["body"], answer
 
     # WeChat re-delivers the identical push (same CreateTime, same event) twice more.
-    first = next(p for p in sandbox.get("/sandbox/pushes", params={"appid": OA}).json() if p["FromUserName"] == openid)
-    replay = {
-        "FromUserName": openid,
-        "CreateTime": first["CreateTime"],
-        "MsgType": "event",
-        "Event": "subscribe",
-        "EventKey": "qrscene_store_42",
-        "Ticket": "T",
-    }
-    answers = sandbox.post("/sandbox/push", json={"appid": OA, "payload": replay, "repeat": 2}).json()
+    first = next(
+        p for p in (await sandbox.get("/sandbox/pushes", params={"appid": OA})).json() if p["FromUserName"] == openid
+    )
+    answers = (await sandbox.post("/sandbox/push", json={"appid": OA, "payload": first["payload"], "repeat": 2})).json()
     assert [a["status"] for a in answers] == [200, 200]
     assert all(a["body"] == "success" for a in answers)  # duplicates: acknowledged, no second welcome
 
-    def member() -> dict[str, object] | None:
-        r = identity.post("/internal/resolve", json={"appid": OA, "openid": openid})
+    async def member() -> dict[str, object] | None:
+        r = await identity.post("/internal/resolve", json={"appid": OA, "openid": openid})
         return r.json() if r.status_code == 200 else None
 
-    found = eventually(member)
+    found = await eventually(member, what="identity to know the follower")
     assert found["unionid_known"] is True
     assert found["first_scene"] == "store_42"
     assert [i["appid"] for i in found["identities"]] == [OA]
@@ -76,13 +73,13 @@ async def test_qr_follow_becomes_one_member_even_when_pushed_three_times(stack: 
             f"%{openid}%",
         )
 
-    assert await eventually_async(registered) == 1
+    assert await eventually(registered, what="identity.member.registered in the outbox") == 1
 
 
 async def test_unsigned_push_is_rejected_and_nothing_is_stored(stack: Stack) -> None:
     gateway = stack.client("gateway")
     before = await _count("gateway", "SELECT count(*) FROM inbound_pushes")
-    r = gateway.post(f"/wechat/callbacks/{OA}", content=b"<xml><ToUserName>x</ToUserName></xml>")
+    r = await gateway.post(f"/wechat/callbacks/{OA}", content=b"<xml><ToUserName>x</ToUserName></xml>")
     assert r.status_code == 401
     assert r.headers["content-type"].startswith("application/problem+json")
     assert await _count("gateway", "SELECT count(*) FROM inbound_pushes") == before
@@ -93,26 +90,26 @@ async def test_replies_come_from_notifys_rules_and_a_balance_follows_as_a_messag
     commerce's data, which is not there in time: the gateway says it will follow, and notify sends
     it as a customer-service message (the fallback while commerce has no balance to give)."""
     sandbox = stack.client("sandbox")
-    user = sandbox.post("/sandbox/users", json={}).json()
+    user = (await sandbox.post("/sandbox/users", json={})).json()
     uid = user["user_id"]
-    sandbox.post(f"/sandbox/users/{uid}/follow", json={"appid": OA})
+    await sandbox.post(f"/sandbox/users/{uid}/follow", json={"appid": OA})
 
-    def help_answered() -> dict[str, object] | None:
+    async def help_answered() -> dict[str, object] | None:
         # notify publishes its rules at start; the gateway serves them once its copy is current.
-        answer = sandbox.post(f"/sandbox/users/{uid}/messages", json={"appid": OA, "text": "help"}).json()
+        answer = (await sandbox.post(f"/sandbox/users/{uid}/messages", json={"appid": OA, "text": "help"})).json()
         return answer if "客服" in answer["body"] else None
 
-    eventually(help_answered)
-    click = sandbox.post(f"/sandbox/users/{uid}/menu-click", json={"appid": OA, "key": "MEMBER_CENTER"}).json()
+    await eventually(help_answered, what="the gateway serving notify's rules")
+    click = (await sandbox.post(f"/sandbox/users/{uid}/menu-click", json={"appid": OA, "key": "MEMBER_CENTER"})).json()
     assert "会员中心" in click["body"]
 
-    text = sandbox.post(f"/sandbox/users/{uid}/messages", json={"appid": OA, "text": "我的积分]]>"}).json()
+    text = (await sandbox.post(f"/sandbox/users/{uid}/messages", json={"appid": OA, "text": "我的积分]]>"})).json()
     assert text["status"] == 200 and "reply_error" not in text
     assert "正在查询你的积分，一会儿发给你。" in text["body"], text
 
-    def followed_up() -> list[dict[str, object]]:
-        inbox = sandbox.get(f"/sandbox/users/{uid}/inbox").json()
+    async def followed_up() -> list[dict[str, object]]:
+        inbox = (await sandbox.get(f"/sandbox/users/{uid}/inbox")).json()
         return [m for m in inbox if m["kind"] == "customer_service"]
 
-    [message] = eventually(followed_up)
+    [message] = await eventually(followed_up, what="notify's customer-service message")
     assert "积分" in str(message["content"]) and "{" not in str(message["content"])

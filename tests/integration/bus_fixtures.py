@@ -22,7 +22,7 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -46,6 +46,7 @@ from shared.errors import ServiceUnavailable
 from shared.events import EventData, register, registry
 from shared.events.envelope import Envelope
 from tests.conftest import AMQP, NAMESPACE, PG, RUN_ID
+from tests.waiting import eventually  # noqa: F401 - re-exported: the backbone tests import it from here
 
 DB_PREFIX = f"siyu_test_bus_{RUN_ID}"
 PRODUCER = "bustest"
@@ -81,23 +82,6 @@ class NobodyListens(EventData):
     event_type: ClassVar[str] = "bustest.nobody.listens"
 
     n: int
-
-
-# --------------------------------------------------------------------------------------------
-# waiting
-
-
-async def eventually(
-    check: Callable[[], Awaitable[bool]], *, within: float = 15.0, interval: float = 0.05, what: str = "condition"
-) -> None:
-    """Poll ``check`` until it is true; fail (not hang) after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {within}s waiting for {what}")
-        await asyncio.sleep(interval)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,14 +3,13 @@ that signs like WeChat."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -32,14 +31,13 @@ from shared.settings import load_settings
 from shared.wechat.codec import render_xml
 from shared.wechat.crypto import MessageCrypto, sign
 from tests.conftest import NAMESPACE, ROOT, db_url
+from tests.waiting import eventually
 
 OA = "wx0000000000000001"
 MP = "wx0000000000000002"
 SHOP = "wx0000000000000003"
 OLD_KEY = "ZYXWVUTSRQPONMLKJIHGFEDCBAzyxwvutsrqponmlkj"
 DEV_RULES = ROOT / "deploy" / "dev" / "reply-rules.yaml"
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -136,30 +134,27 @@ async def written() -> dict[str, int]:
     return {t: await db_count(f"SELECT count(*) FROM {t}") for t in ("inbound_pushes", "push_nonces", "outbox")}
 
 
-async def drain(queue: aio_pika.abc.AbstractQueue, settle: float = 0.6) -> list[dict[str, Any]]:
-    """Every message on the probe queue, waiting until none arrived for ``settle`` seconds."""
+async def drain(queue: aio_pika.abc.AbstractQueue, service: str = "gateway") -> list[dict[str, Any]]:
+    """Every event ``service`` has published since the last drain, from the probe queue.
+
+    Waits until its outbox has no pending row. The relay marks a row sent only after the
+    broker confirmed it, and the broker confirms only once the message is on every bound queue, so
+    by then everything published is on the probe: no quiet period needed, nothing missed, and a
+    row published twice shows up twice.
+    """
+
+    async def nothing_pending() -> bool:
+        conn = await asyncpg.connect(db_url(service))
+        try:
+            return await conn.fetchval("SELECT count(*) FROM outbox WHERE status = 'pending'") == 0
+        finally:
+            await conn.close()
+
+    await eventually(nothing_pending, what=f"{service}'s outbox relayed")
     out: list[dict[str, Any]] = []
-    quiet_since = time.monotonic()
-    while time.monotonic() - quiet_since < settle:
-        message = await queue.get(no_ack=True, fail=False)
-        if message is None:
-            await asyncio.sleep(0.05)
-            continue
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
         out.append(json.loads(message.body))
-        quiet_since = time.monotonic()
     return out
-
-
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 10.0) -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
-        await asyncio.sleep(0.05)
 
 
 async def publish_rules(

@@ -49,7 +49,7 @@ from shared.http import INTERNAL_TOKEN_HEADER, create_client
 from shared.settings import DEV_ADMIN_TOKEN, DEV_INTERNAL_TOKEN, load_settings
 from shared.wechat.client import WeChatClient
 from tests.conftest import AMQP, NAMESPACE, db_url, truncate
-from tests.integration.gateway_fixtures import eventually
+from tests.waiting import eventually
 from tools.wechat_sandbox import create_app as create_sandbox
 
 OA = "wx0000000000000001"

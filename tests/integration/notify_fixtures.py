@@ -8,15 +8,14 @@ pushes (receipts, popups) are played to notify as the gateway would publish them
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import aio_pika
 import asyncpg
@@ -31,6 +30,7 @@ from shared.events.envelope import Envelope
 from shared.http import INTERNAL_TOKEN_HEADER
 from shared.settings import DEV_INTERNAL_TOKEN, load_settings
 from tests.conftest import NAMESPACE, db_url
+from tests.waiting import eventually as wait_for  # the one polling helper, under this module's name
 from tools.wechat_sandbox import create_app as create_sandbox
 
 OA = "wx0000000000000001"
@@ -38,20 +38,6 @@ MP = "wx0000000000000002"
 SHOP = "wx0000000000000003"
 SANDBOX = "http://sandbox.test"
 _push_ids = itertools.count(1)
-
-T = TypeVar("T")
-
-
-async def wait_for(check: Callable[[], Awaitable[T]], timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met in {timeout} s (last: {value!r})")
-        await asyncio.sleep(0.05)
-
 
 class Clock:
     """notify's clock, movable by the test (quiet hours, Beijing days)."""
@@ -245,11 +231,12 @@ async def start_notify(
     *,
     identity: httpx.AsyncClient | None = None,
     commerce: httpx.AsyncClient | None = None,
+    wechat: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     app = create_app(
         settings,
         clock=clock,
-        wechat_transport=httpx.ASGITransport(app=sandbox.app),
+        wechat_transport=wechat or httpx.ASGITransport(app=sandbox.app),
         identity=identity,
         commerce=commerce,
     )

@@ -384,3 +384,29 @@ async def test_a_broker_away_costs_no_attempt_and_holds_no_claim(bus: Bus) -> No
 
         await eventually(ready, what="the relay ready again")
     assert {r.attempts for r in await bus.db.outbox_rows()} == {0}
+
+
+async def test_a_commit_that_skipped_its_wake_up_is_relayed_within_the_active_window(bus: Bus) -> None:
+    """Producers notify at most every WAKE_INTERVAL (NOTIFY serialises commits server-wide); the
+    relay keeps polling after a wake, so the events in between are not left for the next poll."""
+    _, seen = await bus.probe(THING)
+    relay = bus.relay(connection=await bus.connect("relay"), poll_interval=30.0, linger=0.0)
+    outbox = bus.db.db.outbox
+    saved = outbox.wake_interval
+    # The next write wakes the relay; every later one within a minute does not.
+    outbox.wake_interval, outbox._last_wake = 60.0, -1e9
+    try:
+        bus.run_relay(relay)
+        await eventually(lambda: _is(relay.listening), what="the relay listening")
+        first = await bus.db.add_events([1])
+        await eventually(lambda: _is(len(seen) >= 1), within=2.0, what="the first, notified event published")
+        assert not outbox.wake_due(), "the second write must go without its own pg_notify"
+        quiet = await bus.db.add_events([2])  # after the relay's claim: only its active window finds it
+        await eventually(lambda: _is(len(seen) >= 2), within=2.0, what="both events published long before the 30 s poll")
+    finally:
+        outbox.wake_interval = saved
+    assert {m.message_id for m in seen} == {str(first[0]), str(quiet[0])}
+
+
+async def _is(value: bool) -> bool:
+    return value

@@ -3,9 +3,7 @@ consumer on this run's queue, and ``commerce.order.paid`` comes out of its outbo
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 import aio_pika
 import pytest
@@ -16,21 +14,20 @@ from tests.conftest import NAMESPACE
 from tests.integration import commerce_fixtures
 from tests.integration.commerce_fixtures import Commerce, shop_envelope
 from tests.integration.test_commerce_orders import sku
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 commerce = commerce_fixtures.commerce
 
 
 async def next_of(queue: AbstractQueue, event_type: str, deadline: float = 20.0) -> dict[str, object]:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        message = await queue.get(fail=False, no_ack=True)
-        if message is None:
-            await asyncio.sleep(0.05)
-            continue
-        if message.type == event_type:
-            return json.loads(message.body)  # type: ignore[no-any-return]
-    raise AssertionError(f"no {event_type} within {deadline} s")
+    async def arrived() -> dict[str, object] | None:
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            if message.type == event_type:
+                return json.loads(message.body)  # type: ignore[no-any-return]
+        return None
+
+    return await eventually(arrived, within=deadline, what=f"a {event_type} on the probe")
 
 
 async def test_a_pay_push_on_the_broker_comes_out_as_commerce_order_paid(

@@ -2,7 +2,7 @@
 
 The gateway runs in-process (its lifespan: database, broker, background jobs) behind an ASGI
 transport; each client has its own address so per-IP limits can be told apart. The database is
-this module's own (``siyu_test_gwapi_<run>``, migrated with the gateway's Alembic scripts), so the
+this module's own (``siyu_test_<run>_<worker>_gwapi``, a copy of the run's migrated gateway template), so the
 API's counters and keys are never truncated by another module's fixtures. Identity is an external
 service from the gateway's view and is stood in for by respx at its contract
 (``/internal/logins``, ``/internal/members/{id}``, ``.../phone``, ``.../events``); commerce is
@@ -33,9 +33,9 @@ from services.gateway.ratelimit.schemas import ApiLimits, Bucket, Limit
 from services.gateway.ratelimit.service import RateLimiter
 from services.gateway.sessions.service import AUDIENCE, ISSUER, SessionTokens, key_id
 from services.gateway.settings import GatewaySettings
-from shared.db import Database, migrate
+from shared.db import Database
 from shared.settings import DEV_INTERNAL_TOKEN
-from tests.conftest import PG, RUN_ID
+from tests.conftest import PG, RUN_ID, clone_database, drop_database
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -48,7 +48,8 @@ PREVIOUS = "test-session-secret-previous-0123456789abcdef"
 UNKNOWN = "test-session-secret-unknown-0123456789abcdef"
 LIMITS = {"ip": 40, "login": 6, "member": 12, "events": 5}
 BODY_CAP = 8192
-API_DB = f"{PG}/siyu_test_gwapi_{RUN_ID}"
+API_DB_NAME = f"siyu_test_{RUN_ID}_gwapi"
+API_DB = f"{PG}/{API_DB_NAME}"
 
 
 def gateway_settings() -> GatewaySettings:
@@ -80,19 +81,9 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 async def api_db() -> AsyncIterator[str]:
-    """A gateway database of this module's own, migrated from scratch and dropped afterwards."""
-    await _drop(API_DB)
-    await migrate("gateway", API_DB.replace("postgresql://", "postgresql+asyncpg://"))
-    yield API_DB
-    await _drop(API_DB)
-
-
-async def _drop(url: str) -> None:
-    conn = await asyncpg.connect(f"{PG}/postgres")
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    """A gateway database of this module's own, dropped afterwards."""
+    yield await clone_database("gateway", API_DB_NAME)
+    await drop_database(API_DB_NAME)
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +101,8 @@ async def clean_gateway(api_db: str) -> None:
     """Forget the API's state between tests (only its own tables: the callbacks' janitor runs too)."""
     conn = await asyncpg.connect(API_DB)
     try:
-        await conn.execute("TRUNCATE rate_limits")
-        await conn.execute("TRUNCATE idempotency_keys")
+        # DELETE: a few rows, and TRUNCATE would make new files for both tables before every test.
+        await conn.execute("DELETE FROM rate_limits; DELETE FROM idempotency_keys")
         _outbox_before[:] = [int(await conn.fetchval("SELECT count(*) FROM outbox"))]
     finally:
         await conn.close()

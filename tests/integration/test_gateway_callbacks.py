@@ -325,7 +325,7 @@ async def assert_rejected(gateway: Gateway, event_probe, response: httpx.Respons
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
     assert await written() == {"inbound_pushes": 0, "push_nonces": 0, "outbox": 0}
-    assert await drain(event_probe, settle=0.3) == []
+    assert await drain(event_probe) == []
 
 
 async def test_unknown_appid_is_404(gateway: Gateway, event_probe) -> None:
@@ -363,7 +363,7 @@ async def test_replayed_signature_with_another_body_is_a_forgery(gateway: Gatewa
     r = await gateway.push(OA, q, forged)
     assert r.status_code == 401
     assert await db_count("SELECT count(*) FROM inbound_pushes") == 1
-    assert await drain(event_probe, settle=0.3) == []
+    assert await drain(event_probe) == []
 
 
 async def test_body_over_the_cap_is_413(gateway: Gateway, event_probe) -> None:

@@ -27,7 +27,6 @@ from shared.events.envelope import Envelope
 from shared.settings import DEV_SESSION_SECRET
 from tests.conftest import AMQP, NAMESPACE
 from tests.integration import gateway_routes_fixtures
-from tests.integration.gateway_fixtures import eventually
 from tests.integration.gateway_routes_fixtures import (
     ADMIN,
     BODY_CAP,
@@ -39,6 +38,7 @@ from tests.integration.gateway_routes_fixtures import (
     gateway_settings,
     sql,
 )
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -181,7 +181,7 @@ async def test_a_campaign_resumes_after_a_crash_and_nobody_is_messaged_twice(
             body = (await b.get(f"/internal/campaigns/{cid}")).json()
             return body["state"] == "completed" and body
 
-        recap = await wait_for(finished, timeout=30)
+        recap = await wait_for(finished, within=30)
         assert recap["targeted"] == 30
         for member_id, user in users:
             received = [m for m in await sandbox.inbox(user) if m["kind"] == "customer_service"]

@@ -61,7 +61,7 @@ async def settled(notify: Notify, campaign_id: str) -> dict[str, Any]:
         body = (await notify.api.get(f"/internal/campaigns/{campaign_id}")).json()
         return body["state"] == "completed" and body
 
-    return await wait_for(done, timeout=30)
+    return await wait_for(done, within=30)
 
 
 async def test_caps_are_exact_with_two_replicas_sending_at_once(
@@ -169,7 +169,7 @@ async def test_minute_quota_45011_backs_off_and_then_sends(
             rows = await query("SELECT status FROM sends")
             return len(rows) == 3 and all(r["status"] == "sent" for r in rows)
 
-        await wait_for(all_sent, timeout=30)
+        await wait_for(all_sent, within=30)
         limits = await notify.sandbox.get("/sandbox/limits")
         assert limits[TEMPLATE]["rejected"] >= 1
         assert limits[TEMPLATE]["peak_per_second"] == 1

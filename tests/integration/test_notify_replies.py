@@ -135,7 +135,7 @@ async def test_notify_publishes_its_rules_at_every_start_with_a_version_that_fol
     seen: list[dict[str, Any]] = []
 
     async def published(count: int) -> list[dict[str, Any]]:
-        seen.extend(e for e in await drain(event_probe, settle=0.1) if e["type"] == "notify.reply_rules.published")
+        seen.extend(e for e in await drain(event_probe, "notify") if e["type"] == "notify.reply_rules.published")
         return seen if len(seen) >= count else []
 
     async def run_once(settings: NotifySettings, count: int) -> None:

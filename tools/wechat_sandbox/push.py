@@ -239,6 +239,8 @@ class CallbackPusher:
             "status": outcome.status,
             "statuses": list(outcome.statuses),
             "attempts": outcome.attempts,
+            # The whole payload, so a test can re-deliver exactly what WeChat would re-deliver.
+            "payload": p,
         }
         if outcome.error:
             entry["error"] = outcome.error

@@ -60,7 +60,7 @@ event AS (
     RETURNING 1
 ),
 wake AS (
-    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE EXISTS (SELECT 1 FROM event)
+    SELECT pg_notify('{NOTIFY_CHANNEL}', '') WHERE $17 AND EXISTS (SELECT 1 FROM event)
 )
 SELECT v.id, v.genuine, p.id IS NOT NULL AS fresh, (SELECT count(*) FROM wake) AS woke
 FROM verdict v LEFT JOIN push p ON p.id = v.id
@@ -73,8 +73,11 @@ class PushRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
 
-    async def store(self, records: Sequence[PushRecord]) -> dict[int, Stored]:
-        """Store ``records`` (distinct signatures) in one statement; each one's outcome by push id."""
+    async def store(self, records: Sequence[PushRecord], *, wake: bool) -> dict[int, Stored]:
+        """Store ``records`` (distinct signatures) in one statement; each one's outcome by push id.
+
+        ``wake``: run ``pg_notify`` for the relay (``Outbox.wake_due``: at most every WAKE_INTERVAL).
+        """
         with_events = [r for r in records if r.event is not None]
         event_ids, types, bodies, headers = Outbox.columns([r.event for r in with_events if r.event])
         rows = await self.conn.fetch(
@@ -95,6 +98,7 @@ class PushRepository:
             types,
             bodies,
             headers,
+            wake,
         )
         return {row["id"]: Stored(genuine=row["genuine"], fresh=row["fresh"]) for row in rows}
 
@@ -146,7 +150,7 @@ class PushWriter:
     async def store(self, record: PushRecord) -> Stored:
         if self.window <= 0:
             async with self.db.connection() as conn:
-                return (await PushRepository(conn).store([record]))[record.push_id]
+                return (await PushRepository(conn).store([record], wake=self.db.outbox.wake_due()))[record.push_id]
         future: asyncio.Future[Stored] = asyncio.get_running_loop().create_future()
         self._queue.append((record, future))
         if len(self._queue) >= self.max_batch:
@@ -183,7 +187,9 @@ class PushWriter:
     async def _write(self, batch: list[tuple[PushRecord, asyncio.Future[Stored]]]) -> None:
         try:
             async with self.db.connection() as conn:
-                outcomes = await PushRepository(conn).store([record for record, _ in batch])
+                outcomes = await PushRepository(conn).store(
+                    [record for record, _ in batch], wake=self.db.outbox.wake_due()
+                )
         except Exception as exc:
             for _, future in batch:
                 if not future.done():

@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from shared.errors import ServiceUnavailable
 from shared.wechat.apps import AppKind, WeChatApps
 from shared.wechat.client import WeChatClient
 
@@ -94,3 +95,42 @@ def _subscribe_templates(appid: str, body: dict[str, object], channel: Channel) 
             )
         )
     return out
+
+
+class TemplatesUnavailable(ServiceUnavailable):
+    """The template library is not loaded (WeChat unreachable since start) or does not fit the rules.
+
+    Transient by its class: a consumer holds the event and pauses until the library is in.
+    """
+
+    type_slug = "templates-unavailable"
+    title = "WeChat's template library is not loaded"
+
+
+class TemplateSlot:
+    """The library notify sends with: loaded at start when WeChat answers, else by a background job.
+
+    Until it is in (and checked against the rules), ``get`` raises :class:`TemplatesUnavailable`, so
+    events wait in the queue instead of being decided without knowing which templates exist, and
+    ``/ready`` says why.
+    """
+
+    def __init__(self) -> None:
+        self._library: TemplateLibrary | None = None
+        self.problem: str | None = "not loaded yet"
+
+    def get(self) -> TemplateLibrary:
+        if self._library is None:
+            raise TemplatesUnavailable(f"WeChat's template library: {self.problem}")
+        return self._library
+
+    def set(self, library: TemplateLibrary) -> None:
+        self._library, self.problem = library, None
+
+    def refuse(self, problem: str) -> None:
+        """Keep the library out (e.g. it does not fit the rules) and say why."""
+        self._library, self.problem = None, problem
+
+    @property
+    def loaded(self) -> bool:
+        return self._library is not None

@@ -221,15 +221,22 @@ async def test_force_refresh_is_explicit_and_replaces_the_cache(
 async def test_force_refresh_waits_for_a_normal_fetch_in_flight(
     router: respx.MockRouter, provider: StableTokenProvider
 ) -> None:
+    in_flight, release = asyncio.Event(), asyncio.Event()
+
     async def answer(request: httpx.Request) -> httpx.Response:
         forced = json.loads(request.content)["force_refresh"]
-        await asyncio.sleep(0.02)
+        if not forced:  # the normal fetch is held in flight until the forced call has started
+            in_flight.set()
+            await release.wait()
         return ok("NEW" if forced else "OLD")
 
     route = router.post(STABLE_TOKEN_PATH).mock(side_effect=answer)
     normal = asyncio.create_task(provider.get())
-    await asyncio.sleep(0)
-    assert await provider.force_refresh() == "NEW"
+    await asyncio.wait_for(in_flight.wait(), 5)
+    forced = asyncio.create_task(provider.force_refresh())
+    await asyncio.sleep(0)  # one loop turn: the forced call starts while the normal one is held
+    release.set()
+    assert await forced == "NEW"
     assert await normal == "OLD"
     # The normal fetch landed first, so it cannot overwrite the forced token.
     assert await provider.get() == "NEW"
@@ -239,15 +246,19 @@ async def test_force_refresh_waits_for_a_normal_fetch_in_flight(
 async def test_a_cancelled_waiter_does_not_cancel_the_shared_fetch(
     router: respx.MockRouter, provider: StableTokenProvider
 ) -> None:
-    async def slow(request: httpx.Request) -> httpx.Response:
-        await asyncio.sleep(0.05)
+    in_flight, release = asyncio.Event(), asyncio.Event()
+
+    async def held(request: httpx.Request) -> httpx.Response:
+        in_flight.set()
+        await release.wait()
         return ok("T1")
 
-    route = router.post(STABLE_TOKEN_PATH).mock(side_effect=slow)
+    route = router.post(STABLE_TOKEN_PATH).mock(side_effect=held)
     first = asyncio.create_task(provider.get())
     second = asyncio.create_task(provider.get())
-    await asyncio.sleep(0.01)
+    await asyncio.wait_for(in_flight.wait(), 5)  # both callers have started: the fetch is in flight
     first.cancel()
+    release.set()
     assert await second == "T1"
     with pytest.raises(asyncio.CancelledError):
         await first
