@@ -166,6 +166,16 @@ class SoldOut(Conflict):
     title = "Sold out"
 
 
+class RewardNotFound(NotFound):
+    type_slug = "reward-not-found"
+    title = "No such reward"
+
+
+class RedemptionFailed(UpstreamError):
+    type_slug = "redemption-failed"
+    title = "The reward could not be fulfilled; the points were returned"
+
+
 class AlreadyCheckedIn(Conflict):
     type_slug = "already-checked-in"
     title = "Already checked in today"

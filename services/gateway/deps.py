@@ -6,15 +6,20 @@ then ONE rate-limit statement counting the request in every bucket that applies 
 address; its member and route once the token is valid), then body validation. Rate-limit counters
 are the only thing a rejected request writes, on purpose: a flood of bad requests must spend its
 budget too.
+
+The operator API (``/admin/v1``) takes ``Authorization: Bearer <SIYU_ADMIN_TOKEN>``, compared in
+constant time; a request without it, or with another, spends its address's budget and gets 401.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import httpx
 from fastapi import Depends, Header, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -26,10 +31,10 @@ from services.gateway.ratelimit.service import RateLimiter
 from services.gateway.replies.service import ReplyRulesCopy
 from services.gateway.sessions.service import InvalidSession, MemberSession, MissingSession, SessionTokens
 from services.gateway.settings import GatewaySettings
-from services.gateway.upstreams import Upstreams
+from services.gateway.upstreams import Service, Upstreams
 from shared.app import Runtime, get_deps
 from shared.db import Database
-from shared.errors import BadRequest, NotFound, PayloadTooLarge
+from shared.errors import BadRequest, IdempotencyKeyRequired, NotFound, PayloadTooLarge, Unauthorized
 from shared.wechat.apps import WeChatApp, WeChatApps
 from shared.wechat.crypto import MessageCrypto
 
@@ -63,7 +68,11 @@ class GatewayDeps:
         await self.upstreams.aclose()
 
 
-async def make_deps(rt: Runtime[GatewaySettings]) -> GatewayDeps:
+async def make_deps(
+    rt: Runtime[GatewaySettings], *, upstream_transports: Mapping[Service, httpx.AsyncBaseTransport] | None = None
+) -> GatewayDeps:
+    """``upstream_transports`` replace the network to identity, commerce and notify (tests run them
+    in-process)."""
     settings = rt.settings
     apps = settings.wechat_apps
     copy = ReplyRulesCopy()
@@ -73,7 +82,7 @@ async def make_deps(rt: Runtime[GatewaySettings]) -> GatewayDeps:
         db=rt.db,
         apps=apps,
         crypto={app.appid: MessageCrypto.for_app(app) for app in apps.apps if app.encoding_aes_key},
-        upstreams=Upstreams.create(settings),
+        upstreams=Upstreams.create(settings, transports=upstream_transports),
         tokens=SessionTokens(
             settings.session_secret_value, settings.previous_session_secrets, ttl=settings.session_ttl_seconds
         ),
@@ -204,6 +213,7 @@ class MemberAuth:
 
 CurrentMember = Annotated[MemberSession, Depends(MemberAuth())]
 EventsMember = Annotated[MemberSession, Depends(MemberAuth(lambda limits: limits.events))]
+WritingMember = Annotated[MemberSession, Depends(MemberAuth(lambda limits: limits.writes))]
 
 
 async def idempotency_key(  # async: plain functions would run in the thread pool per request
@@ -221,3 +231,63 @@ async def idempotency_key(  # async: plain functions would run in the thread poo
 
 
 IdempotencyKey = Annotated[str | None, Depends(idempotency_key)]
+
+
+async def required_idempotency_key(request: Request) -> str:
+    """The header read by hand: declared as a FastAPI parameter, a missing one would be a 422 of the
+    schema rather than the contract's 400 ``idempotency-key-required`` (OpenAPI: ``REQUIRED_KEY_DOC``)."""
+    key = validate_key(request.headers.get(KEY_HEADER))
+    if key is None:
+        raise IdempotencyKeyRequired(
+            "this request spends something: send an Idempotency-Key header (a new UUID v4 per operation, "
+            "the same one when retrying it)"
+        )
+    return key
+
+
+REQUIRED_KEY_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": KEY_HEADER,
+            "in": "header",
+            "required": True,
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+            "description": "Required. A unique key (a UUID v4) per operation: a retry with the same key gets the "
+            "first answer again (for 24 h, with `Idempotent-Replayed: true`) and never spends twice; 409 while "
+            "the first is still running; 422 if the request differs. Without it: 400 `idempotency-key-required`.",
+        }
+    ]
+}
+RequiredIdempotencyKey = Annotated[str, Depends(required_idempotency_key)]
+
+
+# --- the operator ---------------------------------------------------------------------------------
+
+_admin_bearer = HTTPBearer(auto_error=False, scheme_name="AdminToken", description="SIYU_ADMIN_TOKEN")
+
+
+class InvalidAdminToken(Unauthorized):
+    type_slug = "invalid-admin-token"
+    title = "Operator token required"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": 'Bearer realm="siyu-admin"'})
+
+
+async def require_operator(
+    address: ClientAddress,
+    deps: Deps,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_admin_bearer)],
+) -> None:
+    """The operator API's door: the admin token, compared in constant time."""
+    expected = deps.settings.admin_token_value.encode()
+    given = credentials.credentials.encode() if credentials is not None else b""
+    if given and hmac.compare_digest(given, expected):
+        return
+    await deps.limiter.enforce([Bucket(deps.limits.ip, address, "client address")])
+    if credentials is None:
+        raise InvalidAdminToken("the operator API needs Authorization: Bearer <SIYU_ADMIN_TOKEN>")
+    raise InvalidAdminToken("the operator token is not valid")
+
+
+Operator = Depends(require_operator)

@@ -52,6 +52,14 @@ class GatewaySettings(_Base):  # type: ignore[valid-type,misc]
     rate_login_ip_per_minute: int = Field(default=30, validation_alias="GATEWAY_RATE_LOGIN_IP_PER_MINUTE", ge=1)
     rate_member_per_minute: int = Field(default=120, validation_alias="GATEWAY_RATE_MEMBER_PER_MINUTE", ge=1)
     rate_events_per_minute: int = Field(default=30, validation_alias="GATEWAY_RATE_EVENTS_PER_MINUTE", ge=1)
+    # The member's writes that cost the owner a transaction (redemptions, check-ins, subscription
+    # reports, opens): a budget of their own, under the member's general one.
+    rate_writes_per_minute: int = Field(default=30, validation_alias="GATEWAY_RATE_WRITES_PER_MINUTE", ge=1)
+    # GET /api/v1/me asks identity and commerce at once; commerce's part (tier, points) is waited
+    # for this long at most, then answered as null: the member's page never hangs on the points.
+    me_points_budget_seconds: float = Field(
+        default=1.0, validation_alias="GATEWAY_ME_POINTS_BUDGET_SECONDS", gt=0, le=30
+    )
 
     # Idempotency-Key: how long a first response is replayed, and how long an in-flight claim
     # holds before another replica may take it over (the first one crashed).

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from fastapi import Response
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from services.gateway.settings import GatewaySettings
 from shared.errors import DependencyUnavailable, SiyuError, UpstreamError
@@ -47,6 +48,13 @@ class UpstreamAnswer:
         """What of the upstream's problem is safe to pass on (WeChat's errcode, for support)."""
         code = self.problem.get("errcode")
         return {"errcode": code} if isinstance(code, int) else {}
+
+    def detail(self, default: str) -> str:
+        """The owner's own words for a refusal it gave on purpose (a 4xx), else ``default``."""
+        text = self.problem.get("detail")
+        if self.status < 500 and isinstance(text, str) and text.strip():
+            return text[:500]
+        return default
 
 
 ErrorMap = Mapping[int, Callable[[UpstreamAnswer], SiyuError]]
@@ -79,7 +87,15 @@ class Upstreams:
         self._clients = dict(clients)
 
     @classmethod
-    def create(cls, settings: GatewaySettings, *, transport: httpx.AsyncBaseTransport | None = None) -> Upstreams:
+    def create(
+        cls,
+        settings: GatewaySettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        transports: Mapping[Service, httpx.AsyncBaseTransport] | None = None,
+    ) -> Upstreams:
+        """``transport`` (every service) or ``transports`` (per service) replace the network: tests
+        put the real apps in-process behind ``httpx.ASGITransport``."""
         urls: dict[Service, str] = {
             "identity": settings.identity_url,
             "commerce": settings.commerce_url,
@@ -92,7 +108,7 @@ class Upstreams:
                     internal_token=settings.internal_token_value,
                     timeout=settings.upstream_timeout_seconds,
                     max_connections=settings.upstream_max_connections,
-                    transport=transport,
+                    transport=(transports or {}).get(name, transport),
                 )
                 for name, url in urls.items()
             }
@@ -109,6 +125,8 @@ class Upstreams:
         path: str,
         *,
         json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         expect: frozenset[int] = frozenset({200}),
         errors: ErrorMap | None = None,
         retry_safe: bool = False,
@@ -120,7 +138,12 @@ class Upstreams:
         """
         try:
             response = await self._clients[service].request(
-                method, path, json=json_body, extensions=RETRY_SAFE if retry_safe else None
+                method,
+                path,
+                json=json_body,
+                params=params,
+                headers=headers,
+                extensions=RETRY_SAFE if retry_safe else None,
             )
         except httpx.TransportError as exc:
             log.warning("upstream.unreachable", service=service, path=path, error=repr(exc))
@@ -148,3 +171,21 @@ def parse(model: type[M], response: httpx.Response, service: str) -> M:
     except ValidationError as exc:
         log.error("upstream.bad_body", service=service, error=str(exc)[:500])
         raise UpstreamError(f"{service} answered with an unexpected body") from None
+
+
+def relay(
+    shape: TypeAdapter[Any], response: httpx.Response, service: str, *, status_code: int | None = None
+) -> Response:
+    """The owner's answer passed on: validated against the contract's ``shape``, with exactly the
+    fields the owner set (an optional field it left out stays out) and nothing the shape does not
+    name; a 502 when it does not fit."""
+    try:
+        value = shape.validate_json(response.content)
+    except ValidationError as exc:
+        log.error("upstream.bad_body", service=service, error=str(exc)[:500])
+        raise UpstreamError(f"{service} answered with an unexpected body") from None
+    return Response(
+        shape.dump_json(value, exclude_unset=True),
+        status_code=status_code or response.status_code,
+        media_type="application/json",
+    )

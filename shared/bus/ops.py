@@ -8,6 +8,7 @@ with confirms, and only then acknowledges the dead letter.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -174,10 +175,72 @@ async def dlq_show(amqp_url: str, namespace: str, consumer: str, index: int) -> 
     return {**_summary(m), "headers": dict(m.headers or {}), "body": body}
 
 
+async def _settle(
+    connection: aio_pika.abc.AbstractConnection, queue_name: str, at_least: int, within: float = 2.0
+) -> None:
+    """Wait (bounded) until ``queue_name`` holds at least ``at_least`` ready messages again.
+
+    Messages read and put back (a closed channel's, a nack's) return to a quorum queue through its
+    log, a moment after the client is done: without this, a reader right after (a re-drive after a
+    listing) could miss them.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    channel = await connection.channel()
+    try:
+        while loop.time() < deadline:
+            queue = await channel.declare_queue(queue_name, passive=True)
+            if (queue.declaration_result.message_count or 0) >= at_least:
+                return
+            await asyncio.sleep(0.02)
+    finally:
+        await channel.close()
+
+
+async def dlq_peek(
+    amqp_url: str, namespace: str, consumers: Sequence[str], limit: int = 100
+) -> dict[str, list[dict[str, Any]]]:
+    """Each consumer's dead letters (summaries, oldest first, at most ``limit``), over one connection;
+    nothing is removed. A consumer whose dead-letter queue was never declared has none."""
+    topology = Topology(namespace=namespace)
+    out: dict[str, list[dict[str, Any]]] = {}
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        for consumer in consumers:
+            # A channel per queue: a queue that does not exist closes the channel it was asked on,
+            # and closing a channel puts back every message read on it.
+            channel = await connection.channel()
+            try:
+                queue = await channel.get_queue(topology.dlq(consumer), ensure=True)
+            except aio_pika.exceptions.ChannelNotFoundEntity:
+                out[consumer] = []
+                continue
+            present = queue.declaration_result.message_count or 0
+            messages: list[AbstractIncomingMessage] = []
+            while len(messages) < limit:
+                message = await queue.get(no_ack=False, fail=False)
+                if message is None:
+                    break
+                messages.append(message)
+            out[consumer] = [_summary(m) for m in messages]
+            await channel.close()
+            await _settle(connection, topology.dlq(consumer), present)
+    return out
+
+
 async def dlq_redrive(
-    amqp_url: str, namespace: str, consumer: str, *, limit: int | None = None, event_type: str | None = None
+    amqp_url: str,
+    namespace: str,
+    consumer: str,
+    *,
+    limit: int | None = None,
+    event_type: str | None = None,
+    event_id: str | None = None,
 ) -> int:
-    """Move dead letters back to the consumer's queue with a fresh attempt count. Returns how many."""
+    """Move dead letters back to the consumer's queue with a fresh attempt count. Returns how many.
+
+    ``event_type`` / ``event_id`` move only those (every copy of that event: the consumer's inbox
+    makes a second copy a no-op)."""
     topology = Topology(namespace=namespace)
     connection = await aio_pika.connect(amqp_url)
     moved = 0
@@ -192,7 +255,7 @@ async def dlq_redrive(
             message = await queue.get(no_ack=False, fail=False)
             if message is None:
                 break
-            if event_type and message.type != event_type:
+            if (event_type and message.type != event_type) or (event_id and message.message_id != event_id):
                 skipped.append(message)
                 continue
             headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
@@ -213,4 +276,5 @@ async def dlq_redrive(
             moved += 1
         for message in skipped:
             await message.nack(requeue=True)
+        await _settle(connection, topology.dlq(consumer), (queue.declaration_result.message_count or 0) - moved)
     return moved

@@ -66,6 +66,9 @@ def _environment(urls: dict[str, str], ports: dict[str, int]) -> dict[str, str]:
             "GATEWAY_COMMERCE_URL": urls["commerce"],
             "GATEWAY_NOTIFY_URL": urls["notify"],
             "NOTIFY_COMMERCE_URL": urls["commerce"],
+            # commerce resolves buyers through identity, notify reads audiences from it: this stack's.
+            "COMMERCE_IDENTITY_URL": urls["identity"],
+            "NOTIFY_IDENTITY_URL": urls["identity"],
             "SIYU_LOG_LEVEL": "INFO",
             "PYTHONPATH": str(ROOT),
             # Its own broker namespace: the integration tests' in-process consumers never share

@@ -64,7 +64,8 @@ async def test_follower_signs_in_to_the_mini_program_as_the_same_member(live: St
     assert me["unionid_known"] is True
     assert {a["appid"] for a in me["linked_apps"]} == {OA, MP}
     assert me["service_account"] == {"appid": OA, "following": True}
-    assert me["tier"] is None and me["points_balance"] is None
+    # A new member sits at the base tier with no points yet (commerce answers beside identity).
+    assert me["tier"] == "base" and me["points"] == {"available": 0, "pending": 0, "expiring": []}
 
     # The code was single use.
     reused = await gateway.post("/api/v1/sessions", json={"code": code})

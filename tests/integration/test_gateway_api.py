@@ -5,7 +5,9 @@ transport; each client has its own address so per-IP limits can be told apart. T
 this module's own (``siyu_test_<run>_<worker>_gwapi``, a copy of the run's migrated gateway template), so the
 API's counters and keys are never truncated by another module's fixtures. Identity is an external
 service from the gateway's view and is stood in for by respx at its contract
-(``/internal/logins``, ``/internal/members/{id}``, ``.../phone``, ``.../events``).
+(``/internal/logins``, ``/internal/members/{id}``, ``.../phone``, ``.../events``); commerce is
+unreachable here, so ``/me`` answers identity's part with ``tier`` and ``points`` null
+(test_gateway_routes.py runs the real commerce).
 Assertions on "nothing written" read the gateway's database directly.
 """
 
@@ -152,7 +154,11 @@ def member_view(member_id: str, **overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def identity() -> Iterator[respx.MockRouter]:
-    with respx.mock(base_url=IDENTITY, assert_all_called=False) as router:
+    with (
+        respx.mock(base_url=IDENTITY, assert_all_called=False) as router,
+        respx.mock(base_url="http://commerce.test", assert_all_called=False) as commerce,
+    ):
+        commerce.route().mock(side_effect=httpx.ConnectError("commerce is down"))
         router.get(path__regex=r"^/internal/members/(?P<member_id>[0-9a-f-]{36})$", name="member").mock(
             side_effect=lambda request, member_id: httpx.Response(200, json=member_view(member_id))
         )
@@ -411,7 +417,7 @@ async def test_me_composes_identity_answer(api: httpx.AsyncClient, identity: res
         "service_account": {"appid": OA, "following": True},
         "phone_masked": "138****0000",
         "tier": None,
-        "points_balance": None,
+        "points": None,
     }
     assert "o-oa" not in r.text, "openids stay inside Siyu"
     [call] = identity.routes["member"].calls
@@ -922,12 +928,12 @@ async def test_malformed_idempotency_key_is_400(api: httpx.AsyncClient, identity
 # the contract as published
 
 
-async def test_openapi_documents_the_api_and_that_tier_and_points_are_null_until_commerce(
+async def test_openapi_documents_the_api_and_that_tier_and_points_are_null_only_when_commerce_cannot_answer(
     api: httpx.AsyncClient,
 ) -> None:
     spec = (await api.get("/openapi.json")).json()
     assert {"/api/v1/sessions", "/api/v1/me", "/api/v1/me/phone", "/api/v1/events"} <= set(spec["paths"])
     me = spec["components"]["schemas"]["MeOut"]["properties"]
-    assert "null until the commerce service" in me["tier"]["description"]
-    assert "null until the commerce service" in me["points_balance"]["description"]
+    assert "Null only when commerce could not answer" in me["tier"]["description"]
+    assert "Null only when commerce could not answer" in me["points"]["description"]
     assert "application/problem+json" in spec["paths"]["/api/v1/sessions"]["post"]["responses"]["401"]["content"]

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Header, Path, status
 from services.commerce.deps import Deps
 from services.commerce.rewards.repository import RewardRepository
 from services.commerce.rewards.schemas import NewReward, RedemptionAnswer, RewardItem
-from services.commerce.rewards.service import RedemptionFailed, RewardService
+from services.commerce.rewards.service import RewardService
 from shared.app import InternalOnly
-from shared.errors import IdempotencyKeyRequired
+from shared.errors import IdempotencyKeyRequired, RedemptionFailed
 from shared.observability import get_logger
 
 log = get_logger(__name__)

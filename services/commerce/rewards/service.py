@@ -25,19 +25,9 @@ from services.commerce.points.service import PointsService
 from services.commerce.rewards.repository import RewardRepository
 from services.commerce.rewards.schemas import Fulfilment, NewReward, RedeemedCoupon, RedemptionAnswer
 from services.commerce.settings import CommerceSettings
-from shared.errors import Conflict, NotFound, SoldOut, Unprocessable, UpstreamError
+from shared.errors import Conflict, RedemptionFailed, RewardNotFound, SoldOut, Unprocessable
 from shared.events.commerce import RewardRedeemed
 from shared.uow import UnitOfWork
-
-
-class RewardNotFound(NotFound):
-    type_slug = "reward-not-found"
-    title = "No such reward"
-
-
-class RedemptionFailed(UpstreamError):
-    type_slug = "redemption-failed"
-    title = "The reward could not be fulfilled; the points were returned"
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,13 @@ router = APIRouter(
 )
 
 
-@router.get("/me", response_model=MeOut, responses=problem_responses(401, 503), summary="The signed-in member")
+@router.get("/me", response_model=MeOut, responses=problem_responses(401, 502, 503), summary="The signed-in member")
 async def me(member: CurrentMember, deps: Deps) -> MeOut:
-    """The caller's member, composed from identity. `tier` and `points_balance` are null until the
-    commerce service exists."""
-    return await MemberService(deps.upstreams, deps.apps).me(member)
+    """The caller's member: identity's view (apps, follow, phone) and commerce's tier and points,
+    asked at once. When commerce cannot answer within `GATEWAY_ME_POINTS_BUDGET_SECONDS`, `tier` and
+    `points` are null and the rest is served; when identity cannot, the call fails (503)."""
+    service = MemberService(deps.upstreams, deps.apps, points_budget=deps.settings.me_points_budget_seconds)
+    return await service.me(member)
 
 
 @router.post(

@@ -30,6 +30,17 @@ class ServiceAccountFollow(BaseModel):
     following: bool = Field(description="Whether this person currently follows the brand's service account.")
 
 
+class ExpiringPoints(BaseModel):
+    points: int
+    expires_at: datetime = Field(description="When these points expire.")
+
+
+class PointsBalance(BaseModel):
+    available: int = Field(description="Points the member can spend now (negative while a refund's debt is open).")
+    pending: int = Field(description="Points earned on paid orders, available once the shop settles them.")
+    expiring: list[ExpiringPoints] = Field(description="Available points that expire soon, soonest first.")
+
+
 class MeOut(BaseModel):
     member_id: uuid.UUID
     unionid_known: bool = Field(
@@ -42,13 +53,13 @@ class MeOut(BaseModel):
     phone_masked: str | None = Field(default=None, description="The bound phone number, masked; null when none.")
     tier: str | None = Field(
         default=None,
-        description="Membership tier. Always null until the commerce service (tiers and points) exists; "
-        "it is never a placeholder value.",
+        description="Membership tier (a new member sits at the base tier). Null only when commerce could not "
+        "answer in time: the rest of the page is still served, and a retry shows it; never a placeholder.",
     )
-    points_balance: int | None = Field(
+    points: PointsBalance | None = Field(
         default=None,
-        description="Available points. Always null until the commerce service (tiers and points) exists; "
-        "it is never a placeholder value.",
+        description="The points balance. Null only when commerce could not answer in time (as `tier`); never "
+        "a placeholder value.",
     )
 
 
@@ -119,6 +130,7 @@ class _Upstream(BaseModel):
 class MemberIdentity(_Upstream):
     appid: str
     app_kind: str
+    openid: str | None = None
 
 
 class MemberFollow(_Upstream):
@@ -132,6 +144,13 @@ class MemberView(_Upstream):
     identities: list[MemberIdentity] = []
     follows: list[MemberFollow] = []
     phone_masked: str | None = None
+
+
+class PointsSummary(_Upstream):
+    """commerce's ``GET /internal/members/{member_id}/points``: what ``/me`` adds."""
+
+    tier: str
+    points: PointsBalance
 
 
 class PhoneBinding(_Upstream):

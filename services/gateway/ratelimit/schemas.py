@@ -26,6 +26,7 @@ class ApiLimits:
     login_ip: Limit
     member: Limit
     events: Limit
+    writes: Limit
 
     @classmethod
     def from_settings(cls, s: GatewaySettings) -> ApiLimits:
@@ -34,6 +35,7 @@ class ApiLimits:
             login_ip=Limit("login-ip", s.rate_login_ip_per_minute),
             member=Limit("member", s.rate_member_per_minute),
             events=Limit("events", s.rate_events_per_minute),
+            writes=Limit("writes", s.rate_writes_per_minute),
         )
 
 

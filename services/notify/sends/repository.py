@@ -150,9 +150,11 @@ _DEAD = """
 SELECT id, member_id, rule, campaign_id, channel, reason, errcode, attempts, created_at
 FROM sends WHERE dead ORDER BY id LIMIT $1
 """
+# The dead send's last call is over (it failed): clear its mark, or the sender (which never claims a
+# send whose call may still be running, unless it is a template message) would never send it again.
 _REDRIVE = """
 UPDATE sends SET status = 'pending', dead = false, attempts = 0, reason = NULL, errcode = NULL, due_at = $2,
-    lease_until = NULL
+    lease_until = NULL, calling_at = NULL
 WHERE id = $1 AND dead RETURNING id
 """
 

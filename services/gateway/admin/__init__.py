@@ -1,0 +1,1 @@
+"""The operator API (`/admin/v1`): the member 360, the send log and campaigns."""

@@ -1,0 +1,1 @@
+"""What the mini-program tells notify: subscribe-message answers and the pages messages opened."""
