@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shared.errors import ConfigurationError
 
+# What an appid and an openid look like; every route that takes one from outside checks it.
+APPID_PATTERN = r"^wx[0-9A-Za-z]{14,30}$"
+OPENID_PATTERN = r"^[A-Za-z0-9_\-]{1,64}$"
+
 
 class AppKind(StrEnum):
     OFFICIAL_ACCOUNT = "official_account"
@@ -27,7 +31,7 @@ class WeChatApp(BaseModel):
 
     name: str
     kind: AppKind
-    appid: str = Field(pattern=r"^wx[0-9A-Za-z]{14,30}$")
+    appid: str = Field(pattern=APPID_PATTERN)
     secret: str = Field(min_length=1, repr=False)
     original_id: str | None = None
     token: str = Field(min_length=3, max_length=32, repr=False)

@@ -34,6 +34,7 @@ from tests.waiting import eventually
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
+OA = "wx0000000000000001"  # the sample apps file's service account
 E2E_NAMESPACE = f"{NAMESPACE}e2e."
 
 
@@ -159,6 +160,21 @@ async def _wait_ready(stack: Stack, procs: dict[str, subprocess.Popen[bytes]]) -
             raise AssertionError(f"not ready after 180 s: {', '.join(sorted(pending))}\n{tails}") from None
 
 
+async def _wait_reply_rules(stack: Stack) -> None:
+    """notify publishes its reply rules at start; the gateway answers from them once its copy has
+    them. Until then a follow is only acknowledged: wait, so no test races the first publication."""
+    async with httpx.AsyncClient(base_url=stack.urls["sandbox"], timeout=5) as sandbox:
+        user = (await sandbox.post("/sandbox/users", json={"nickname": "warm-up"})).json()
+        await sandbox.post(f"/sandbox/users/{user['user_id']}/follow", json={"appid": OA})
+
+        async def answered() -> bool:
+            body = {"appid": OA, "text": "help"}
+            answer = (await sandbox.post(f"/sandbox/users/{user['user_id']}/messages", json=body)).json()
+            return answer.get("body") not in (None, "success")
+
+        await eventually(answered, within=60, what="the gateway to hold notify's reply rules")
+
+
 async def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
     for p in procs.values():
         p.terminate()
@@ -184,6 +200,7 @@ async def stack(databases: dict[str, str], tmp_path_factory: pytest.TempPathFact
         for name in PROCESSES:
             procs[name] = _start(name, env, logs)
         await _wait_ready(stack, procs)
+        await _wait_reply_rules(stack)
         yield stack
     finally:
         await _stop(procs)

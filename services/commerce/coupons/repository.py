@@ -49,6 +49,13 @@ ORDER BY issued_at DESC, coupon_id
 LIMIT $3
 """
 
+# The coupon an order's reminder already got (the reminder's replay answers it again).
+_FOR_ORDER = """
+SELECT coupon_id, title, state, expires_at, kind, discount_fen, min_spend_fen
+FROM coupons WHERE member_id = $1 AND kind = $2 AND order_id = $3
+ORDER BY issued_at LIMIT 1
+"""
+
 _MOVE = "UPDATE coupons SET member_id = $2 WHERE member_id = $1"
 
 
@@ -102,6 +109,10 @@ class CouponRepository:
 
     async def of_member(self, member_id: str, now: datetime, limit: int) -> list[asyncpg.Record]:
         return list(await self.conn.fetch(_OF_MEMBER, member_id, now, limit))
+
+    async def for_order(self, member_id: str, kind: str, order_id: str) -> asyncpg.Record | None:
+        row: asyncpg.Record | None = await self.conn.fetchrow(_FOR_ORDER, member_id, kind, order_id)
+        return row
 
     async def move(self, from_member: str, to_member: str) -> None:
         await self.conn.execute(_MOVE, from_member, to_member)

@@ -1,5 +1,6 @@
-"""Points for the gateway (``/api/v1/me`` and ``/api/v1/me/points/ledger``), the passive reply
-(``GET /internal/members/{member_id}/points``) and the operator's campaigns."""
+"""Points for the gateway (``/api/v1/me`` and ``/api/v1/me/points/ledger``), for notify's "积分" reply
+(``GET /internal/members/by-openid/{appid}/{openid}/points``: the push names an openid, identity names
+its member) and the operator's campaigns."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 from fastapi.responses import JSONResponse
 
 from services.commerce.deps import Deps
@@ -17,7 +18,8 @@ from services.commerce.points.schemas import Ledger, NewCampaign, PointsSummary
 from services.commerce.settings import CommerceSettings
 from services.commerce.tiers.repository import TierRepository
 from shared.app import InternalOnly
-from shared.errors import Conflict, Unprocessable
+from shared.errors import Conflict, MemberNotFound, Unprocessable
+from shared.wechat.apps import APPID_PATTERN, OPENID_PATTERN
 
 router = APIRouter(prefix="/internal", dependencies=[InternalOnly], tags=["internal"])
 
@@ -72,6 +74,24 @@ async def get_points(member_id: uuid.UUID, deps: Deps) -> JSONResponse:
     async with deps.db.connection() as conn:
         body = await points_summary(conn, deps.settings, str(member_id), deps.clock())
     return JSONResponse(body)
+
+
+@router.get("/members/by-openid/{appid}/{openid}/points")
+async def points_by_openid(
+    appid: Annotated[str, Path(pattern=APPID_PATTERN)], openid: Annotated[str, Path(pattern=OPENID_PATTERN)], deps: Deps
+) -> JSONResponse:
+    """``{"member_id", "tier", "available", "pending"}`` of the member behind a push's openid; 404
+    ``member-not-found`` when identity knows no such member (nothing is created); 503 when identity
+    does not answer (notify then defers the reply)."""
+    member_id = await deps.identity.known_member(appid, openid)
+    if member_id is None:
+        raise MemberNotFound(f"no member has openid {openid} of {appid}")
+    async with deps.db.connection() as conn:
+        body = await points_summary(conn, deps.settings, member_id, deps.clock())
+    points = body["points"]
+    return JSONResponse(
+        {"member_id": member_id, "tier": body["tier"], "available": points["available"], "pending": points["pending"]}
+    )
 
 
 @router.get("/members/{member_id}/points/ledger", response_model=Ledger)

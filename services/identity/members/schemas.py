@@ -8,10 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-APPID = r"^wx[0-9A-Za-z]{14,30}$"
+from shared.wechat.apps import APPID_PATTERN as APPID
+from shared.wechat.apps import OPENID_PATTERN as OPENID
+
 # wx.login and getPhoneNumber codes: opaque tokens of letters, digits, - and _.
 WX_CODE = r"^[A-Za-z0-9_\-]{1,256}$"
-OPENID = r"^[A-Za-z0-9_\-]{1,64}$"
 
 
 class Body(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from services.identity.tags.schemas import RulePolicy, rule_tag_values_sql
+from services.identity.tags.schemas import RULE_TAGS, RulePolicy, rule_tag_values_sql
 
 # The rule tags exist in every database that needs them: inserted when missing. NOT EXISTS first,
 # so the common case takes no value from the tags id sequence (ON CONFLICT alone would, each time).
@@ -82,12 +82,13 @@ changes AS (
     SELECT r.member_id, rt.name, false FROM removed r JOIN rule_tags rt ON rt.id = r.tag_id
 )
 SELECT NULL::uuid AS member_id, NULL::text[] AS added, NULL::text[] AS removed,
-       (SELECT count(*) FROM m) AS seen, (SELECT id FROM m ORDER BY id DESC LIMIT 1) AS last_id
+       (SELECT count(*) FROM m) AS seen, (SELECT id FROM m ORDER BY id DESC LIMIT 1) AS last_id,
+       (SELECT count(*) FROM rule_tags) AS rule_tags
 UNION ALL
 SELECT member_id,
        coalesce(array_agg(name ORDER BY name) FILTER (WHERE is_added), '{{}}'),
        coalesce(array_agg(name ORDER BY name) FILTER (WHERE NOT is_added), '{{}}'),
-       NULL, NULL
+       NULL, NULL, NULL
 FROM changes GROUP BY member_id
 """
 
@@ -173,15 +174,13 @@ class TagRepository:
         """Make rule tags what the rules say for ``member_ids`` (or a keyset page of every live
         member): (members seen, the page's last id, the net changes as (member_id, added, removed))."""
         ids = list(member_ids) if member_ids is not None else None
-        rows = await self.conn.fetch(
-            _REFRESH_RULES,
-            ids,
-            after,
-            limit,
-            policy.new_member_days,
-            policy.frequent_buyer_orders,
-            policy.lapsed_days,
-        )
+        args = (ids, after, limit, policy.new_member_days, policy.frequent_buyer_orders, policy.lapsed_days)
+        rows = await self.conn.fetch(_REFRESH_RULES, *args)
+        if rows[0]["rule_tags"] < len(RULE_TAGS):
+            # A concurrent transaction created the missing rule tags first (a new database): its rows
+            # were not in this statement's snapshot, so it wrote too little. The statement again (a
+            # new snapshot, read committed) sees them and writes the rest.
+            rows = await self.conn.fetch(_REFRESH_RULES, *args)
         head, changes = rows[0], rows[1:]
         return int(head["seen"]), head["last_id"], changes
 
