@@ -181,6 +181,15 @@ class Send(Base):
         Index("ix_sends_opened", "member_id", "opened_at", postgresql_where=text("opened_at IS NOT NULL")),
         Index("ix_sends_dead", "id", postgresql_where=text("dead")),
         Index(
+            "ix_sends_receipt",
+            "appid",
+            "openid",
+            "template_id",
+            text("sent_at DESC"),
+            postgresql_where=text("status = 'sent'"),
+        ),
+        Index("ix_sends_order_id", "order_id", postgresql_where=text("order_id IS NOT NULL")),
+        Index(
             "ix_sends_done_created_at",
             "created_at",
             postgresql_where=text("status IN ('sent', 'delivered', 'failed', 'skipped')"),

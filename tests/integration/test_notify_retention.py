@@ -24,6 +24,7 @@ from services.notify.deps import NotifyDeps, build_deps
 from services.notify.limits.repository import CAPS_PAST
 from services.notify.limits.service import beijing_week
 from services.notify.members.repository import WINDOWS_EXPIRED
+from services.notify.sends import repository as sends_sql
 from services.notify.sends.repository import SENDS_EXPIRED
 from shared.db import Database, batch_delete_sql
 from tests.conftest import db_url
@@ -423,3 +424,20 @@ async def test_every_prune_finds_its_batch_through_its_index(
             assert ("Tid Scan", table, None) in scans, (table, scans)
     finally:
         await conn.execute("RESET plan_cache_mode")
+
+
+async def test_a_receipt_and_an_order_attribution_find_their_send_through_an_index(conn: asyncpg.Connection) -> None:
+    """Sends the size of a busy half-year: a ``subscribe_msg_sent_event`` receipt (app, openid,
+    template) and an order's attribution (is the order attributed yet?) each read an index."""
+    await conn.execute(
+        "INSERT INTO sends (idempotency_key, member_id, kind, status, appid, openid, template_id, sent_at, order_id,"
+        " created_at) SELECT gen_random_uuid()::text, 'm' || g % 5000, 'marketing',"
+        " (ARRAY['sent', 'delivered', 'skipped'])[1 + g % 3], 'wx1', 'o' || g % 5000, 't' || g % 7, now(),"
+        " CASE WHEN g % 10 = 0 THEN 'ord' || g END, now() FROM generate_series(1, $1) AS g",
+        RECENT,
+    )
+    await conn.execute("ANALYZE sends")
+    receipt = await _scans(conn, sends_sql._RECEIPT_BY_TEMPLATE, "wx1", "o42", "t0", True, None)
+    assert ("Seq Scan", "sends", None) not in receipt and "ix_sends_receipt" in {i for _, _, i in receipt}, receipt
+    ordered = await _scans(conn, sends_sql._ORDERED, "m42", "ord420", datetime.now(UTC), 86_400.0)
+    assert ("Seq Scan", "sends", None) not in ordered and "ix_sends_order_id" in {i for _, _, i in ordered}, ordered
