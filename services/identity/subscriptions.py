@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.identity.behaviour.handlers import on_gift_accepted, on_gift_sent, on_order_paid
 from services.identity.follows.handlers import on_oa_follow
 from shared.bus.consumer import Handler
 
@@ -9,4 +10,8 @@ SUBSCRIPTIONS: dict[str, Handler] = {
     "wechat.oa.subscribe": on_oa_follow,
     "wechat.oa.scan": on_oa_follow,
     "wechat.oa.unsubscribe": on_oa_follow,
+    # commerce's orders and gifts: the profile counters behind the buyer and gift rule tags.
+    "commerce.order.paid": on_order_paid,
+    "commerce.gift.sent": on_gift_sent,
+    "commerce.gift.accepted": on_gift_accepted,
 }

@@ -1,7 +1,7 @@
 """Behaviour, orders and gifts: the profile that rule tags read.
 
-``record_order`` and ``record_gift`` are what commerce's paid-order and gift events will feed (from a
-handler, with ``ctx.uow``) once those events exist.
+``record_order`` and ``record_gift`` are fed by commerce's ``commerce.order.paid``,
+``commerce.gift.sent`` and ``commerce.gift.accepted`` (``handlers.py``, in the event's unit of work).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class BehaviourService:
         return live, len(fresh)
 
     async def record_order(self, member_id: uuid.UUID, *, amount_fen: int, at: datetime) -> None:
-        """A paid order (commerce's events, once they exist): feeds buyer / frequent_buyer."""
+        """A paid order (``commerce.order.paid``): feeds buyer / frequent_buyer."""
         live = await self._live(member_id)
         await self.profiles.add_order(live, amount_fen, at)
         await self.tags.refresh_rules([live])

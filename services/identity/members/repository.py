@@ -194,7 +194,10 @@ _MERGE_COLUMNS = (
 )
 _IDENTITIES_OF = "SELECT id, appid, openid FROM app_identities WHERE member_id = $1 ORDER BY id"
 _FOLLOW_IDS_OF = "SELECT id FROM follows WHERE member_id = $1 ORDER BY id"
-_MOVE_IDENTITIES = "UPDATE app_identities SET member_id = $3 WHERE id = ANY($1::int[]) AND member_id = $2"
+_MOVE_IDENTITIES = """
+UPDATE app_identities SET member_id = $3 WHERE id = ANY($1::int[]) AND member_id = $2
+RETURNING appid, app_kind, openid
+"""
 _MOVE_FOLLOWS = "UPDATE follows SET member_id = $3 WHERE id = ANY($1::int[]) AND member_id = $2"
 _MOVE_FOLLOW_EVENTS = """
 UPDATE follow_events SET member_id = $4
@@ -442,9 +445,13 @@ class MergeRepository:
     async def follow_ids_of(self, member_id: uuid.UUID) -> list[int]:
         return [r["id"] for r in await self.conn.fetch(_FOLLOW_IDS_OF, member_id)]
 
-    async def move_identities(self, ids: Sequence[int], *, from_member: uuid.UUID, to_member: uuid.UUID) -> None:
-        if ids:
-            await self.conn.execute(_MOVE_IDENTITIES, list(ids), from_member, to_member)
+    async def move_identities(
+        self, ids: Sequence[int], *, from_member: uuid.UUID, to_member: uuid.UUID
+    ) -> list[asyncpg.Record]:
+        """Move these identities; the (appid, app_kind, openid) of each one moved."""
+        if not ids:
+            return []
+        return list(await self.conn.fetch(_MOVE_IDENTITIES, list(ids), from_member, to_member))
 
     async def move_follows(self, ids: Sequence[int], *, from_member: uuid.UUID, to_member: uuid.UUID) -> None:
         if ids:

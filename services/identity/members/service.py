@@ -362,7 +362,7 @@ class MemberService:
         moved: dict[str, Any] = record["moved"]
         moves = self.merges
         pairs = [(str(p[0]), str(p[1])) for p in moved.get("identity_pairs", [])]
-        await moves.move_identities(moved["identities"], from_member=survivor.id, to_member=merged.id)
+        returned = await moves.move_identities(moved["identities"], from_member=survivor.id, to_member=merged.id)
         await moves.move_follows(moved["follows"], from_member=survivor.id, to_member=merged.id)
         await moves.move_follow_events(pairs, from_member=survivor.id, to_member=merged.id)
         await self.tags.tags.remove_member_tags(survivor.id, moved["tags_gained"])
@@ -394,6 +394,17 @@ class MemberService:
                 survivor_id=str(survivor.id), restored_id=str(merged.id), merge_id=str(merge_id), reason=reason
             )
         )
+        # Whoever keeps a projection of openid → member (notify) learns each identity that went back.
+        for row in returned:
+            self.uow.publish(
+                MemberLinked(
+                    member_id=str(merged.id),
+                    appid=row["appid"],
+                    app_kind=row["app_kind"],
+                    openid=row["openid"],
+                    source="unmerge",
+                )
+            )
         await self.tags.refresh_rules([survivor.id, merged.id])
         return record
 
