@@ -1,9 +1,11 @@
-"""``python -m bench [--quick] [--only NAME] [--n N] [--list]``: run the benchmarks, record results.
+"""``python -m bench [--quick] [--only NAME] [--n N] [--list] [--profile]``: run the benchmarks, record results.
 
 Each benchmark writes ``bench/results/<name>-<UTC timestamp>.json`` (``-quick`` appended for a
 ``--quick`` run, ``-n<N>`` for a size given with ``--n``); ``bench/results/latest.md`` is then
 rebuilt from the newest full run of every benchmark (another run only when it has no full run).
 When several benchmarks run, each runs in its own process, so each one's peak RSS is its own.
+``--profile`` records a py-spy profile of each run in ``bench/results/profiles/`` instead of figures
+(sampling costs CPU: a profiled run's figures are not recorded).
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import Any
 import bench
 from bench import BENCHMARKS, Benchmark
 from bench.harness import RSS_BUDGET_MB, Run, machine_info, mb, process_peak_rss_kb
+from bench.profile import Profiler
 
 RESULTS = Path(__file__).resolve().parent / "results"
-NOT_BENCHMARKS = {"__main__", "harness", "stack", "bare_app"}
+NOT_BENCHMARKS = {"__main__", "harness", "stack", "bare_app", "profile"}
 
 
 def discover() -> None:
@@ -187,6 +190,7 @@ def run_one(b: Benchmark, args: argparse.Namespace) -> bool:
     print(f"== {b.name} ({mode}, n={n}): {b.description}", flush=True)
     run = Run(b.name, quick=args.quick, n=n)
     t0 = time.perf_counter()
+    profiler = Profiler(b.name, started_at.replace("-", "").replace(":", "")) if args.profile else None
     try:
         with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
             runner.run(b.fn(run))
@@ -194,6 +198,11 @@ def run_one(b: Benchmark, args: argparse.Namespace) -> bool:
         traceback.print_exc()
         print(f"!! {b.name} failed; nothing recorded for it", file=sys.stderr)
         return False
+    finally:
+        summary = profiler.stop() if profiler is not None else None
+    if profiler is not None:
+        print(f"profiled: {summary.relative_to(RESULTS.parent.parent) if summary else 'nothing recorded'}")
+        return summary is not None
     result = {
         **run.as_dict(),
         "mode": mode,
@@ -225,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="event loop (services run on uvloop)"
     )
+    parser.add_argument(
+        "--profile", action="store_true", help="a py-spy profile of each run in bench/results/profiles/, no figures"
+    )
     parser.add_argument("--no-latest", action="store_true", help=argparse.SUPPRESS)  # set for child runs
     args = parser.parse_args(argv)
 
@@ -240,12 +252,16 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(selected[0].name)
     else:
         # One process per benchmark: its own peak RSS, and one failing cannot disturb the next.
-        passthrough = [*(["--quick"] if args.quick else []), *(["--n", str(args.n)] if args.n else [])]
+        passthrough = [
+            *(["--quick"] if args.quick else []),
+            *(["--n", str(args.n)] if args.n else []),
+            *(["--profile"] if args.profile else []),
+        ]
         for b in selected:
             cmd = [sys.executable, "-m", "bench", "--only", b.name, "--loop", args.loop, "--no-latest", *passthrough]
             if subprocess.run(cmd, check=False).returncode != 0:
                 failed.append(b.name)
-    if not args.no_latest:
+    if not args.no_latest and not args.profile:
         latest = rebuild_latest()
         print(f"updated {latest.relative_to(RESULTS.parent.parent)}")
     if failed:
