@@ -12,9 +12,10 @@ access log, ``log_config=None``, the same server keep-alive), with no middleware
 - ``GET /bare-me`` reads the bearer (a member id) and does one indexed SELECT for it on
   ``BARE_ME_DATABASE_URL`` (``MEMBER_SQL``), answering the row as JSON: the floor of a ``/me`` that
   needs one read.
-- ``GET /internal/members/{member_id}``: the same read answered as identity's member view, so the
-  gateway's ``/api/v1/me`` can be pointed at it (``GATEWAY_IDENTITY_URL``): what the gateway adds
-  to an upstream that costs one read.
+- ``GET /internal/members/{member_id}``: the same read answered as identity's member view, and
+  ``GET /internal/members/{member_id}/points`` answered as commerce's tier and points, so the
+  gateway's ``/api/v1/me`` can be pointed at them (``GATEWAY_IDENTITY_URL``, ``GATEWAY_COMMERCE_URL``):
+  what the gateway adds to upstreams that cost one read each.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ EVENT_BODY = orjson.dumps(
         },
     }
 )
-MEMBER_SQL = "SELECT id, unionid_known, phone_masked FROM bench_members WHERE id = $1::uuid"
+MEMBER_SQL = "SELECT id, unionid_known, phone_masked, tier, available, pending FROM bench_members WHERE id = $1::uuid"
 HEADERS = {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01", "correlation_id": "0" * 24}
 
 
@@ -160,6 +161,19 @@ def create_app() -> FastAPI:
             "follows": [],
         }
         return Response(orjson.dumps(view), media_type="application/json")
+
+    @app.get("/internal/members/{member_id}/points")
+    async def member_points(member_id: str) -> Response:
+        """The same read answered as commerce's points summary (``GATEWAY_COMMERCE_URL``)."""
+        async with pools["me"].acquire() as conn:
+            row = await conn.fetchrow(MEMBER_SQL, member_id)
+        if row is None:
+            return Response(b'{"type":"member-not-found"}', status_code=404, media_type="application/problem+json")
+        body = {
+            "tier": row["tier"],
+            "points": {"available": row["available"], "pending": row["pending"], "expiring": []},
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -427,6 +427,12 @@ async def bench(run: Run) -> None:
     await _drop(pg)
     for service, name in DBS.items():
         await migrate(service, f"{pg}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1))
+    from services.manifests import CONSUMERS
+    from shared.bus import ops
+
+    # As `make run` does: every service's queue exists, so commerce's events are routed (to notify's
+    # and identity's queues, read by nobody here) instead of refused as unroutable and retried.
+    await ops.declare_topology(base.amqp_url, namespace, CONSUMERS)
     stack = Stack()
     try:
         await stack.start()
@@ -437,7 +443,6 @@ async def bench(run: Run) -> None:
         try:
             await stack.stop()
         finally:
-            from services.manifests import CONSUMERS
             from shared.bus.topology import Topology
 
             connection = await aio_pika.connect_robust(base.amqp_url)

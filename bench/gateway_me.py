@@ -1,19 +1,22 @@
 """The gateway's ``GET /api/v1/me`` against bare endpoints: what the proxy costs.
 
-The member's page is identity's view behind the gateway's session token and rate limits. To see
-the gateway's own cost apart from identity's (``bench/identity.py`` measures identity), the
-upstream here is ``bench/bare_app.py``'s ``GET /internal/members/{id}``: one indexed SELECT
-answered as identity's member view. Processes as ``python -m`` runs them (``bench/stack.py``): the
-gateway, the bare app; own databases (``siyu_bench_me_gateway`` for the gateway,
+The member's page is identity's view and commerce's tier and points (asked at once) behind the
+gateway's session token and rate limits. To see the gateway's own cost apart from the upstreams'
+(``bench/identity.py`` measures identity), the upstreams here are ``bench/bare_app.py``'s
+``GET /internal/members/{id}`` and ``GET /internal/members/{id}/points``: one indexed SELECT each,
+answered as identity's member view and as commerce's points summary. Processes as ``python -m``
+runs them (``bench/stack.py``): the gateway, the bare app; own databases (``siyu_bench_me_gateway`` for the gateway,
 ``siyu_bench_mebare_gateway`` holding ``bench_members`` for the bare app), dropped at the end.
 
 Cases (rounds alternate; n = seconds of load per case, split over the rounds):
 
-``bare /bare-me``                       FastAPI + asyncpg, one indexed SELECT per bearer: the floor
-                                        of a page that needs one read.
-``upstream direct``                     the bare member view, called as the gateway calls it.
+``bare /bare-me``                       FastAPI + asyncpg, one indexed SELECT per bearer of everything
+                                        /me shows: the floor of a page that needs one read.
+``upstream direct``                     the bare member view, called as the gateway calls it (one of
+                                        the gateway's two upstream calls).
 ``gateway /api/v1/me``                  token check, one rate-limit statement (address + member),
-                                        the internal call (keep-alive, pooled), composing the answer.
+                                        the two internal calls at once (keep-alive, pooled),
+                                        composing the answer.
 ``... @ 40 %``                          both paths at a constant rate both sustain: the latency the hop adds.
 
 The gateway's limits are raised so nothing is refused (every check still runs); wrk sends an
@@ -38,7 +41,7 @@ from shared.settings import DEV_SESSION_SECRET, SiyuSettings, load_settings
 from shared.wechat.apps import AppKind, load_apps
 
 PORTS = {"gateway": 19300, "bare": 19399}
-UNUSED = {"commerce": 19302, "notify": 19303}
+UNUSED = {"notify": 19303}
 CONNECTIONS = 8
 FIXED_CONNECTIONS = 16
 ROUNDS = 2
@@ -71,11 +74,12 @@ async def bench(run: Run) -> None:
         conn = await asyncpg.connect(bare_dsn)
         try:
             await conn.execute(
-                "CREATE TABLE bench_members (id uuid PRIMARY KEY, unionid_known boolean NOT NULL, phone_masked text)"
+                "CREATE TABLE bench_members (id uuid PRIMARY KEY, unionid_known boolean NOT NULL, phone_masked text,"
+                " tier text NOT NULL, available int NOT NULL, pending int NOT NULL)"
             )
             members = [uuid.uuid4() for _ in range(MEMBERS)]
             await conn.executemany(
-                "INSERT INTO bench_members VALUES ($1, true, '138****0000')", [(m,) for m in members]
+                "INSERT INTO bench_members VALUES ($1, true, '138****0000', 'base', 1280, 40)", [(m,) for m in members]
             )
         finally:
             await conn.close()
@@ -84,7 +88,8 @@ async def bench(run: Run) -> None:
             {
                 "GATEWAY_PORT": str(PORTS["gateway"]),
                 "GATEWAY_IDENTITY_URL": f"http://127.0.0.1:{PORTS['bare']}",
-                "GATEWAY_COMMERCE_URL": f"http://127.0.0.1:{UNUSED['commerce']}",
+                # /me asks identity's view and commerce's tier and points at once: both from the bare app.
+                "GATEWAY_COMMERCE_URL": f"http://127.0.0.1:{PORTS['bare']}",
                 "GATEWAY_NOTIFY_URL": f"http://127.0.0.1:{UNUSED['notify']}",
                 "GATEWAY_RATE_IP_PER_MINUTE": UNLIMITED,
                 "GATEWAY_RATE_LOGIN_IP_PER_MINUTE": UNLIMITED,

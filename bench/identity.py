@@ -19,8 +19,9 @@ Groups (rounds alternate the cases of a group; n = seconds of load per case, spl
             → sandbox ``/sns/jscode2session`` → resolve, seal the session_key, touch activity →
             gateway signs the session token. Compared with both bare baselines.
 ``me``      ``GET /internal/members/{id}`` straight to identity with the internal token *(baseline)*
-            vs ``GET /api/v1/me`` through the gateway (token check, two rate-limit checks, the
-            internal call, composing the answer) for the same members.
+            vs ``GET /api/v1/me`` through the gateway (token check, two rate-limit checks, identity's
+            member view and commerce's tier and points asked at once, composing the answer) for the
+            same members; commerce runs as its own process for this.
 
 The gateway's rate limits (``GATEWAY_RATE_*_PER_MINUTE``) are raised to 10^8 per minute so that
 no request is refused: every check still runs (one UPSERT each). wrk sends an
@@ -51,8 +52,8 @@ from shared.observability import configure_logging
 from shared.settings import SiyuSettings, load_settings
 from shared.wechat.apps import AppKind, load_apps
 
-PORTS = {"gateway": 19200, "identity": 19201, "sandbox": 19290}
-UNUSED = {"commerce": 19202, "notify": 19203}  # not started: these paths never call them
+PORTS = {"gateway": 19200, "identity": 19201, "commerce": 19202, "sandbox": 19290}
+UNUSED = {"notify": 19203}  # not started: these paths never call it
 CONNECTIONS = 8  # wrk connections, and asyncpg workers of the baselines
 ROUNDS = 2
 USERS = 64  # sandbox users (returning members) whose logins are measured
@@ -125,6 +126,7 @@ async def bench(run: Run) -> None:
     async with Stack("identity") as stack:
         await stack.create_database("identity")
         await stack.create_database("gateway")
+        await stack.create_database("commerce")  # /me asks commerce for tier and points beside identity
         await stack.declare_topology()
         env = stack.env(
             {
@@ -135,7 +137,9 @@ async def bench(run: Run) -> None:
                 "GATEWAY_PORT": str(PORTS["gateway"]),
                 "IDENTITY_PORT": str(PORTS["identity"]),
                 "GATEWAY_IDENTITY_URL": f"http://127.0.0.1:{PORTS['identity']}",
-                "GATEWAY_COMMERCE_URL": f"http://127.0.0.1:{UNUSED['commerce']}",
+                "GATEWAY_COMMERCE_URL": f"http://127.0.0.1:{PORTS['commerce']}",
+                "COMMERCE_PORT": str(PORTS["commerce"]),
+                "COMMERCE_IDENTITY_URL": f"http://127.0.0.1:{PORTS['identity']}",
                 "GATEWAY_NOTIFY_URL": f"http://127.0.0.1:{UNUSED['notify']}",
                 "GATEWAY_RATE_IP_PER_MINUTE": UNLIMITED,
                 "GATEWAY_RATE_LOGIN_IP_PER_MINUTE": UNLIMITED,
@@ -145,6 +149,7 @@ async def bench(run: Run) -> None:
         )
         stack.start("sandbox", "tools.wechat_sandbox", PORTS["sandbox"], env, ready_path="/health")
         stack.start("identity", "services.identity", PORTS["identity"], env)
+        stack.start("commerce", "services.commerce", PORTS["commerce"], env)
         stack.start("gateway", "services.gateway", PORTS["gateway"], env)
         await stack.wait_ready()
         meter = CpuMeter(stack)
