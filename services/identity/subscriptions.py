@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.identity.behaviour.handlers import on_gift_accepted, on_gift_sent, on_order_paid
+from services.identity.behaviour.handlers import on_gift_accepted, on_gift_sent, on_order_paid, on_tier_changed
 from services.identity.follows.handlers import on_oa_follow
 from shared.bus.consumer import Handler
 
@@ -14,4 +14,6 @@ SUBSCRIPTIONS: dict[str, Handler] = {
     "commerce.order.paid": on_order_paid,
     "commerce.gift.sent": on_gift_sent,
     "commerce.gift.accepted": on_gift_accepted,
+    # commerce's tier: the member's tier_<name> tag (segments, conditional menus).
+    "commerce.tier.changed": on_tier_changed,
 }

@@ -1,14 +1,16 @@
 """commerce's paid orders and gifts, delivered to identity's real consumer, become the profile
-counters behind the buyer, frequent_buyer, gift_giver and gift_receiver rule tags — once per event."""
+counters behind the buyer, frequent_buyer, gift_giver and gift_receiver rule tags — once per event —
+and tier changes become the member's one tier tag."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
 import pytest
 
-from shared.events.commerce import GiftAccepted, GiftSent, OrderPaid
+from shared.events.commerce import GiftAccepted, GiftSent, OrderPaid, TierChanged
 from shared.events.envelope import Envelope
 from tests.integration.identity_fixtures import Identity, identity
 from tests.integration.test_identity_tags import follower
@@ -120,3 +122,55 @@ async def test_a_paid_order_with_malformed_data_is_poison_and_writes_nothing(ide
     with pytest.raises(Exception, match="invalid data"):
         await identity.deliver(bad)
     assert await profile(identity, member) == (0, 0, 0, 0)
+
+
+def tier(member_id: str, old: str, new: str) -> Envelope:
+    data = TierChanged(
+        member_id=member_id,
+        old_tier=old,
+        new_tier=new,
+        direction="up" if new != "base" else "down",
+        spend_12m_fen=500_000,
+        multiplier_pct=150,
+    )
+    return Envelope.wrap(data, producer="commerce")
+
+
+async def test_the_tier_is_one_tier_tag_that_follows_each_change_once(identity: Identity) -> None:
+    _, member = await follower(identity)
+    up = tier(member, "base", "silver")
+    assert await identity.deliver(up) == "handled"
+    assert await identity.deliver(up) == "duplicate"
+    assert "tier_silver" in (await identity.member(member))["tags"]
+    assert await identity.deliver(tier(member, "silver", "gold")) == "handled"
+    tags = (await identity.member(member))["tags"]
+    assert "tier_gold" in tags and "tier_silver" not in tags
+    changes = [
+        (e["data"]["added"], e["data"]["removed"], e["data"]["by"])
+        for e in await identity.published("identity.member.tags_changed")
+        if e["data"]["by"] == "tier"
+    ]
+    assert changes == [(["tier_silver"], [], "tier"), (["tier_gold"], ["tier_silver"], "tier")]
+    # A tier tag is synced to WeChat (conditional menus target it) and is not the operator's to set.
+    [row] = await identity.sql("SELECT kind, wechat_sync FROM tags WHERE name = 'tier_gold'")
+    assert (row["kind"], row["wechat_sync"]) == ("tier", True)
+    r = await identity.api.post(f"/internal/members/{member}/tags", json={"remove": ["tier_gold"], "operator": "ops"})
+    assert r.status_code == 422
+    r = await identity.api.post("/internal/tags", json={"name": "tier_vip", "description": "x"})
+    assert r.status_code == 422
+
+
+async def test_concurrent_tier_changes_of_many_members_make_one_tag(identity: Identity) -> None:
+    members = [(await follower(identity))[1] for _ in range(6)]
+    outcomes = await asyncio.gather(*(identity.deliver(tier(m, "base", "silver")) for m in members))
+    assert outcomes == ["handled"] * len(members)
+    assert await identity.count("SELECT count(*) FROM tags WHERE name = 'tier_silver'") == 1
+    for m in members:
+        assert "tier_silver" in (await identity.member(m))["tags"]
+
+
+async def test_a_tier_that_makes_no_tag_name_is_poison_and_writes_nothing(identity: Identity) -> None:
+    _, member = await follower(identity)
+    with pytest.raises(Exception, match="does not make a tag name"):
+        await identity.deliver(tier(member, "base", "金卡 VIP!"))
+    assert await identity.count("SELECT count(*) FROM tags WHERE kind = 'tier'") == 0

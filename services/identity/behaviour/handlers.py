@@ -1,4 +1,5 @@
-"""commerce's order and gift events feed the profile counters that the buyer and gift rule tags read.
+"""commerce's order and gift events feed the profile counters that the buyer and gift rule tags read;
+its tier changes become the member's tier tag.
 
 Each runs in its event's inbox unit of work: the same event delivered twice counts once. An event
 about a member identity does not know (never one of its ids) changes nothing and is not retried:
@@ -12,9 +13,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from services.identity.behaviour.service import BehaviourService
+from services.identity.members.repository import MemberRepository
+from services.identity.tags.service import TagService
 from shared.bus.consumer import EventContext
 from shared.errors import NotFound
-from shared.events.commerce import GiftAccepted, GiftSent, OrderPaid
+from shared.events.commerce import GiftAccepted, GiftSent, OrderPaid, TierChanged
 from shared.observability import get_logger
 
 if TYPE_CHECKING:
@@ -64,3 +67,15 @@ async def _record(
             await service.record_gift(member_id, role=what)
     except NotFound:
         log.warning("identity.commerce_event_for_unknown_member", what=what, member_id=str(member_id))
+
+
+async def on_tier_changed(event: TierChanged, ctx: EventContext[IdentityDeps]) -> None:
+    """The member's tier becomes their one ``tier_<name>`` tag: segments and conditional menus use it."""
+    member_id = _member(event.member_id)
+    if member_id is None:
+        return
+    member = await MemberRepository(ctx.uow.conn).live_member(member_id)
+    if member is None:
+        log.warning("identity.commerce_event_for_unknown_member", what="tier", member_id=str(member_id))
+        return
+    await TagService(ctx.uow).set_tier(member.id, event.new_tier)

@@ -92,6 +92,30 @@ SELECT member_id,
 FROM changes GROUP BY member_id
 """
 
+# A member's tier as one tag ``tier_<name>`` (kind 'tier'; synced to WeChat so conditional menus can
+# target it): the tag is made on first use (DO UPDATE returns its id even when another transaction
+# made it first), the member's other tier tags go, this one is added. Added and removed names back.
+_SET_TIER = """
+WITH tag AS (
+    INSERT INTO tags AS t (name, kind, description, wechat_sync, priority)
+    VALUES ($2, 'tier', $3, true, 5)
+    ON CONFLICT (name) DO UPDATE SET kind = t.kind
+    RETURNING id, name
+),
+removed AS (
+    DELETE FROM member_tags mt USING tags o
+    WHERE mt.member_id = $1 AND o.id = mt.tag_id AND o.kind = 'tier' AND o.name <> $2
+    RETURNING o.name
+),
+added AS (
+    INSERT INTO member_tags (member_id, tag_id, added_by) SELECT $1, id, 'tier' FROM tag
+    ON CONFLICT DO NOTHING
+    RETURNING tag_id
+)
+SELECT (SELECT coalesce(array_agg(name), '{}') FROM tag WHERE EXISTS (SELECT 1 FROM added)) AS added,
+       (SELECT coalesce(array_agg(name ORDER BY name), '{}') FROM removed) AS removed
+"""
+
 _TAGS_NAMED = "SELECT id, name, kind FROM tags WHERE name = ANY($1::text[])"
 
 _ALL_TAGS = "SELECT name, kind, description, wechat_sync, priority FROM tags ORDER BY priority, name"
@@ -205,6 +229,12 @@ class TagRepository:
         if not tag_ids:
             return []
         return [r["tag_id"] for r in await self.conn.fetch(_REMOVE_MEMBER_TAGS, member_id, sorted(set(tag_ids)))]
+
+    async def set_tier(self, member_id: uuid.UUID, tag_name: str, description: str) -> tuple[list[str], list[str]]:
+        """The member's tier tag is ``tag_name`` alone: (added, removed) tag names."""
+        row = await self.conn.fetchrow(_SET_TIER, member_id, tag_name, description)
+        assert row is not None
+        return list(row["added"]), list(row["removed"])
 
     async def tag_names_of(self, member_id: uuid.UUID) -> list[str]:
         return [r["name"] for r in await self.conn.fetch(_TAG_NAMES_OF, member_id)]

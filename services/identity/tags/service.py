@@ -28,6 +28,8 @@ from shared.uow import UnitOfWork
 # tags that are synced there.
 TAG_NAME = re.compile(r"^[\w\-]{1,32}$")
 WECHAT_TAG_NAME_BYTES = 30
+# A member's tier (commerce's) is the tag tier_<name>: one per member, set only from commerce's events.
+TIER_TAG_PREFIX = "tier_"
 
 
 class TagService:
@@ -61,6 +63,17 @@ class TagService:
             )
         return len(changes)
 
+    # --- the tier tag ------------------------------------------------------------------------------
+
+    async def set_tier(self, member_id: uuid.UUID, tier: str) -> None:
+        """commerce's tier as the member's one ``tier_<name>`` tag (menus and segments can use it)."""
+        name = f"{TIER_TAG_PREFIX}{tier}"
+        if not TAG_NAME.match(name) or len(name.encode()) > WECHAT_TAG_NAME_BYTES:
+            raise Unprocessable(f"tier {tier!r} does not make a tag name")
+        added, removed = await self.tags.set_tier(member_id, name, f"会员等级 {tier} (commerce's tier)")
+        if added or removed:
+            self.uow.publish(MemberTagsChanged(member_id=str(member_id), added=added, removed=removed, by="tier"))
+
     # --- operator tags ---------------------------------------------------------------------------
 
     async def create_tag(self, name: str, *, description: str, wechat_sync: bool, priority: int) -> dict[str, object]:
@@ -70,6 +83,8 @@ class TagService:
             raise Unprocessable(f"a tag synced to WeChat has at most {WECHAT_TAG_NAME_BYTES} bytes (UTF-8)")
         if name in RULE_TAG_NAMES:
             raise Conflict(f"tag {name} exists")
+        if name.startswith(TIER_TAG_PREFIX):
+            raise Unprocessable(f"tags named {TIER_TAG_PREFIX}... are members' tiers, set from commerce")
         row = await self.tags.create_tag(name, description=description, wechat_sync=wechat_sync, priority=priority)
         if row is None:
             raise Conflict(f"tag {name} exists")
@@ -86,9 +101,9 @@ class TagService:
         missing = sorted(names - set(known))
         if missing:
             raise NotFound(f"no such tag: {', '.join(missing)}")
-        rule = sorted(n for n in names if known[n]["kind"] == "rule")
-        if rule:
-            raise Unprocessable(f"rule tags are computed, not set: {', '.join(rule)}")
+        computed = sorted(n for n in names if known[n]["kind"] in ("rule", "tier"))
+        if computed:
+            raise Unprocessable(f"rule and tier tags are computed, not set: {', '.join(computed)}")
         added = await self.tags.add_member_tags(member_id, [known[n]["id"] for n in add], f"operator:{operator}")
         removed = await self.tags.remove_member_tags(member_id, [known[n]["id"] for n in remove])
         if added or removed:
