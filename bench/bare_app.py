@@ -24,7 +24,7 @@ import hashlib
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -147,33 +147,38 @@ def create_app() -> FastAPI:
             row = await conn.fetchrow(MEMBER_SQL, bearer)
         return Response(orjson.dumps(dict(row) if row else {}, default=str), media_type="application/json")
 
-    @app.get("/internal/members/{member_id}")
-    async def member_view(member_id: str) -> Response:
+    async def member_answer(member_id: str, shape: Callable[[asyncpg.Record], dict[str, Any]]) -> Response:
+        """One indexed SELECT, answered in an upstream's shape (404 as the upstreams answer it)."""
         async with pools["me"].acquire() as conn:
             row = await conn.fetchrow(MEMBER_SQL, member_id)
         if row is None:
             return Response(b'{"type":"member-not-found"}', status_code=404, media_type="application/problem+json")
-        view = {
-            "member_id": str(row["id"]),
-            "unionid_known": row["unionid_known"],
-            "phone_masked": row["phone_masked"],
-            "identities": [],
-            "follows": [],
-        }
-        return Response(orjson.dumps(view), media_type="application/json")
+        return Response(orjson.dumps(shape(row)), media_type="application/json")
+
+    @app.get("/internal/members/{member_id}")
+    async def member_view(member_id: str) -> Response:
+        """Identity's member view (``GATEWAY_IDENTITY_URL``)."""
+        return await member_answer(
+            member_id,
+            lambda row: {
+                "member_id": str(row["id"]),
+                "unionid_known": row["unionid_known"],
+                "phone_masked": row["phone_masked"],
+                "identities": [],
+                "follows": [],
+            },
+        )
 
     @app.get("/internal/members/{member_id}/points")
     async def member_points(member_id: str) -> Response:
         """The same read answered as commerce's points summary (``GATEWAY_COMMERCE_URL``)."""
-        async with pools["me"].acquire() as conn:
-            row = await conn.fetchrow(MEMBER_SQL, member_id)
-        if row is None:
-            return Response(b'{"type":"member-not-found"}', status_code=404, media_type="application/problem+json")
-        body = {
-            "tier": row["tier"],
-            "points": {"available": row["available"], "pending": row["pending"], "expiring": []},
-        }
-        return Response(orjson.dumps(body), media_type="application/json")
+        return await member_answer(
+            member_id,
+            lambda row: {
+                "tier": row["tier"],
+                "points": {"available": row["available"], "pending": row["pending"], "expiring": []},
+            },
+        )
 
     @app.get("/health")
     async def health() -> dict[str, str]:

@@ -115,7 +115,7 @@ async def test_a_sync_that_dies_half_way_resumes_from_its_cursor(identity: Ident
     await identity.sandbox.post(
         "/sandbox/faults", {"path": "/cgi-bin/tags/members/batchtagging", "errcode": 45009, "count": 1}
     )
-    with pytest.raises(Exception, match="45009|quota"):
+    with pytest.raises(Exception, match=r"45009|quota"):
         await mirror.sync_tags(OA)
     [job] = await identity.sql("SELECT cursor, lease_owner, finished_at FROM wechat_sync_jobs WHERE job = 'tag_sync'")
     assert job["cursor"] == sorted(openids)[499]  # the first chunk's decision was committed
