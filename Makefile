@@ -4,6 +4,11 @@ export PATH := $(HOME)/.local/bin:$(PATH)
 # uv from PATH when installed; otherwise through the Python that installed it (`python3 -m uv`).
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := $(UV) run --frozen python
+# Python writes and reuses bytecode (.pyc) here even where the environment says not to (some CI
+# images set PYTHONDONTWRITEBYTECODE=1): without it every process — each test worker, each process
+# of the e2e stack and of make run — compiles every module it imports from source again, seconds of
+# CPU per process start. The dependencies are compiled once by `uv sync --compile-bytecode`.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: help setup run test test-unit test-integration test-e2e lint contracts bench check clean
 
@@ -18,7 +23,7 @@ help:
 setup:
 	@command -v python3 >/dev/null || { echo "siyu: python3 (3.11) is required: install it first"; exit 1; }
 	@$(UV) --version >/dev/null 2>&1 || { echo "siyu: installing uv"; python3 -m pip install --quiet uv; }
-	@$(UV) sync --frozen --quiet
+	@$(UV) sync --frozen --quiet --compile-bytecode
 
 check: setup
 	@$(PY) -m tools.siyuctl check
