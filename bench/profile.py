@@ -1,9 +1,9 @@
 """``python -m bench --profile``: a py-spy profile of a benchmark's run, kept in ``bench/results/profiles/``.
 
-py-spy samples the benchmark process and every Python process it starts (``--subprocesses``: the
-services under test, the bare baselines, the sandbox) 100 times a second without pausing them
-(``--nonblocking``), and only stacks that are running (idle threads and an event loop waiting in
-``epoll`` are left out). Two files per benchmark run:
+py-spy samples the benchmark process and every process it starts through ``bench/stack.py`` (the
+services under test, the bare baselines, the sandbox: one recorder each, attached as it starts)
+100 times a second without pausing them (``--nonblocking``), and only stacks that are running (idle
+threads and an event loop waiting in ``epoll`` are left out). Two files per benchmark run:
 
 * ``<benchmark>-<stamp>.collapsed.gz`` — every sampled stack with its count (Brendan Gregg's
   collapsed format: ``flamegraph.pl`` or speedscope.app read it);
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -29,7 +28,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ROOT / "bench" / "results" / "profiles"
 TOP = 25
-_PROCESS = re.compile(r'^process (\d+):"(.*)"$')
 
 
 def py_spy() -> str:
@@ -39,56 +37,65 @@ def py_spy() -> str:
     return found
 
 
+_active: Profiler | None = None
+
+
+def follow(name: str, pid: int) -> None:
+    """A process the benchmark started: profile it too when this run is profiled."""
+    if _active is not None:
+        _active.follow(name, pid)
+
+
+def _record(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [py_spy(), "record", "--pid", str(pid), "--nonblocking", "--rate", "100", "--format", "raw",
+         "--output", str(output)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+
+
 class Profiler:
-    """py-spy recording this process and its children until :meth:`stop`."""
+    """py-spy recording this process, and each process :func:`follow` names, until :meth:`stop`."""
 
     def __init__(self, name: str, stamp: str) -> None:
+        global _active
         PROFILES.mkdir(parents=True, exist_ok=True)
         self.base = PROFILES / f"{name}-{stamp}"
-        self.raw = self.base.with_suffix(".collapsed")
-        self.proc = subprocess.Popen(
-            [py_spy(), "record", "--pid", str(os.getpid()), "--subprocesses", "--nonblocking", "--rate", "100",
-             "--format", "raw", "--output", str(self.raw)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )  # fmt: skip
+        self.recorders: list[tuple[str, Path, subprocess.Popen[bytes]]] = []
+        self.follow("bench", os.getpid())
+        _active = self
+
+    def follow(self, name: str, pid: int) -> None:
+        output = self.base.with_name(f"{self.base.name}.{name}-{pid}.part")
+        self.recorders.append((name, output, _record(pid, output)))
 
     def stop(self) -> Path | None:
         """Stop recording; the summary's path (None when py-spy wrote nothing)."""
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            _, err = self.proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            _, err = self.proc.communicate()
-        if not self.raw.exists():
-            print(f"py-spy wrote no profile: {err.decode(errors='replace')[-500:]}", file=sys.stderr)
+        global _active
+        _active = None
+        lines: list[str] = []
+        for name, output, proc in self.recorders:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+            try:
+                _, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                _, err = proc.communicate()
+            if not output.exists():
+                print(f"py-spy wrote no profile of {name}: {err.decode(errors='replace')[-300:]}", file=sys.stderr)
+                continue
+            lines += [f"process {name};{line}" for line in output.read_text(errors="replace").splitlines() if line]
+            output.unlink()
+        if not lines:
             return None
-        text = self.raw.read_text(encoding="utf-8", errors="replace")
-        with gzip.open(f"{self.raw}.gz", "wt", encoding="utf-8") as out:
+        text = "\n".join(lines) + "\n"
+        with gzip.open(self.base.with_suffix(".collapsed.gz"), "wt", encoding="utf-8") as out:
             out.write(text)
-        self.raw.unlink()
         summary = self.base.with_suffix(".md")
         summary.write_text("\n".join(summarize(text, title=self.base.name)) + "\n", encoding="utf-8")
         return summary
-
-
-def _process_label(frame: str) -> str:
-    """``process 123:"python -m services.gateway ..."`` → a short name for the process."""
-    m = _PROCESS.match(frame)
-    if not m:
-        return frame
-    cmd = m.group(2)
-    for pattern, label in (
-        (r"-m (services\.\w+)", None),
-        (r"-m (tools\.wechat_sandbox)", None),
-        (r"(bench\.bare_app)", None),
-        (r"-m (bench)\b", None),
-    ):
-        found = re.search(pattern, cmd)
-        if found:
-            return label or found.group(1)
-    return cmd[:60]
 
 
 def summarize(text: str, *, title: str) -> list[str]:
@@ -104,7 +111,7 @@ def summarize(text: str, *, title: str) -> list[str]:
         frames = stack.split(";")
         process = "this process"
         if frames and frames[0].startswith("process "):
-            process, frames = _process_label(frames[0]), frames[1:]
+            process, frames = frames[0].removeprefix("process "), frames[1:]
         # py-spy's thread frame ("thread (0x...)") and the process frame are not functions.
         frames = [f for f in frames if not f.startswith("thread (")]
         if not frames:

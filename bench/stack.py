@@ -38,6 +38,7 @@ import aio_pika
 import asyncpg
 import httpx
 
+from bench import profile
 from bench.harness import Case, mb, peak_rss_kb, reset_peak_rss, rss_kb
 from services.manifests import CONSUMERS
 from shared.bus import ops
@@ -210,6 +211,7 @@ class Stack:
             )
         proc = Proc(name, popen, port, f"http://127.0.0.1:{port}{ready_path}", log)
         self.procs[name] = proc
+        profile.follow(name, popen.pid)  # --profile: record this process too
         return proc
 
     async def wait_ready(self, within_s: float = 60) -> None:
