@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -124,7 +124,7 @@ async def test_a_paid_order_with_malformed_data_is_poison_and_writes_nothing(ide
     assert await profile(identity, member) == (0, 0, 0, 0)
 
 
-def tier(member_id: str, old: str, new: str) -> Envelope:
+def tier(member_id: str, old: str, new: str, at: datetime | None = None) -> Envelope:
     data = TierChanged(
         member_id=member_id,
         old_tier=old,
@@ -133,7 +133,8 @@ def tier(member_id: str, old: str, new: str) -> Envelope:
         spend_12m_fen=500_000,
         multiplier_pct=150,
     )
-    return Envelope.wrap(data, producer="commerce")
+    envelope = Envelope.wrap(data, producer="commerce")
+    return envelope if at is None else envelope.model_copy(update={"occurred_at": at})
 
 
 async def test_the_tier_is_one_tier_tag_that_follows_each_change_once(identity: Identity) -> None:
@@ -174,3 +175,15 @@ async def test_a_tier_that_makes_no_tag_name_is_poison_and_writes_nothing(identi
     with pytest.raises(Exception, match="does not make a tag name"):
         await identity.deliver(tier(member, "base", "金卡 VIP!"))
     assert await identity.count("SELECT count(*) FROM tags WHERE kind = 'tier'") == 0
+
+
+async def test_a_tier_change_older_than_the_members_tier_changes_nothing(identity: Identity) -> None:
+    _, member = await follower(identity)
+    t0 = datetime.now(UTC)
+    # silver→gold is handled first; the base→silver before it comes late (a retry): gold stays.
+    assert await identity.deliver(tier(member, "silver", "gold", at=t0 + timedelta(seconds=10))) == "handled"
+    assert await identity.deliver(tier(member, "base", "silver", at=t0)) == "handled"
+    tags = (await identity.member(member))["tags"]
+    assert "tier_gold" in tags and "tier_silver" not in tags
+    by_tier = [e for e in await identity.published("identity.member.tags_changed") if e["data"]["by"] == "tier"]
+    assert len(by_tier) == 1

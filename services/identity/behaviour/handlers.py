@@ -78,4 +78,4 @@ async def on_tier_changed(event: TierChanged, ctx: EventContext[IdentityDeps]) -
     if member is None:
         log.warning("identity.commerce_event_for_unknown_member", what="tier", member_id=str(member_id))
         return
-    await TagService(ctx.uow).set_tier(member.id, event.new_tier)
+    await TagService(ctx.uow).set_tier(member.id, event.new_tier, ctx.envelope.occurred_at)

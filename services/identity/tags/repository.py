@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -94,7 +95,9 @@ FROM changes GROUP BY member_id
 
 # A member's tier as one tag ``tier_<name>`` (kind 'tier'; synced to WeChat so conditional menus can
 # target it): the tag is made on first use (DO UPDATE returns its id even when another transaction
-# made it first), the member's other tier tags go, this one is added. Added and removed names back.
+# made it first), the member's other tier tags go, this one is added with the time commerce decided
+# it ($4). A change older than the tier tag the member holds (a late retry) changes nothing.
+# Added and removed names back.
 _SET_TIER = """
 WITH tag AS (
     INSERT INTO tags AS t (name, kind, description, wechat_sync, priority)
@@ -102,13 +105,19 @@ WITH tag AS (
     ON CONFLICT (name) DO UPDATE SET kind = t.kind
     RETURNING id, name
 ),
+newer AS (
+    SELECT 1 FROM member_tags mt JOIN tags o ON o.id = mt.tag_id
+    WHERE mt.member_id = $1 AND o.kind = 'tier' AND mt.added_at > $4
+),
 removed AS (
     DELETE FROM member_tags mt USING tags o
     WHERE mt.member_id = $1 AND o.id = mt.tag_id AND o.kind = 'tier' AND o.name <> $2
+      AND NOT EXISTS (SELECT 1 FROM newer)
     RETURNING o.name
 ),
 added AS (
-    INSERT INTO member_tags (member_id, tag_id, added_by) SELECT $1, id, 'tier' FROM tag
+    INSERT INTO member_tags (member_id, tag_id, added_by, added_at) SELECT $1, id, 'tier', $4 FROM tag
+    WHERE NOT EXISTS (SELECT 1 FROM newer)
     ON CONFLICT DO NOTHING
     RETURNING tag_id
 )
@@ -230,9 +239,11 @@ class TagRepository:
             return []
         return [r["tag_id"] for r in await self.conn.fetch(_REMOVE_MEMBER_TAGS, member_id, sorted(set(tag_ids)))]
 
-    async def set_tier(self, member_id: uuid.UUID, tag_name: str, description: str) -> tuple[list[str], list[str]]:
-        """The member's tier tag is ``tag_name`` alone: (added, removed) tag names."""
-        row = await self.conn.fetchrow(_SET_TIER, member_id, tag_name, description)
+    async def set_tier(
+        self, member_id: uuid.UUID, tag_name: str, description: str, decided_at: datetime
+    ) -> tuple[list[str], list[str]]:
+        """The member's tier tag is ``tag_name`` alone, unless a newer one is held: (added, removed)."""
+        row = await self.conn.fetchrow(_SET_TIER, member_id, tag_name, description, decided_at)
         assert row is not None
         return list(row["added"]), list(row["removed"])
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 
 import asyncpg
 
@@ -65,12 +66,13 @@ class TagService:
 
     # --- the tier tag ------------------------------------------------------------------------------
 
-    async def set_tier(self, member_id: uuid.UUID, tier: str) -> None:
-        """commerce's tier as the member's one ``tier_<name>`` tag (menus and segments can use it)."""
+    async def set_tier(self, member_id: uuid.UUID, tier: str, decided_at: datetime) -> None:
+        """commerce's tier as the member's one ``tier_<name>`` tag (menus and segments can use it);
+        a change decided before the tier tag the member holds (a late retry) changes nothing."""
         name = f"{TIER_TAG_PREFIX}{tier}"
         if not TAG_NAME.match(name) or len(name.encode()) > WECHAT_TAG_NAME_BYTES:
             raise Unprocessable(f"tier {tier!r} does not make a tag name")
-        added, removed = await self.tags.set_tier(member_id, name, f"会员等级 {tier} (commerce's tier)")
+        added, removed = await self.tags.set_tier(member_id, name, f"会员等级 {tier} (commerce's tier)", decided_at)
         if added or removed:
             self.uow.publish(MemberTagsChanged(member_id=str(member_id), added=added, removed=removed, by="tier"))
 
