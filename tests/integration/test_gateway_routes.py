@@ -397,6 +397,14 @@ async def test_subscriptions_are_recorded_and_the_opened_message_is_attributed(
     page = message["jump"]["miniprogram"]["pagepath"]
     assert f"order_id={order_id}" in page and "siyu_send=" in page
 
+    async def recorded() -> bool:
+        # The sandbox's inbox has the message as soon as WeChat takes it; notify records WeChat's
+        # answer a moment later (a member opens a message seconds later, not microseconds).
+        r = await api.get(f"/admin/v1/members/{member.member_id}/messages", headers=ADMIN)
+        return any(m["rule"] == "order_paid" and m["status"] == "sent" for m in r.json())
+
+    await eventually(recorded, what="notify to record WeChat's answer to the send")
+
     # Another member reporting this page opens nothing (the send is not theirs).
     r = await api.post("/api/v1/opens", json={"page": page}, headers=other.auth)
     assert r.status_code == 200 and r.json()["attributed"] is False and r.json()["send_id"] is None
