@@ -26,16 +26,6 @@ from services.commerce.settings import CommerceSettings
 from shared.db import Database
 from shared.settings import load_settings
 
-_REPAIR = """
-UPDATE points_accounts a SET available = s.available, pending = s.pending,
-    debt = greatest(0, coalesce((SELECT sum(remaining) FROM points_lots l
-                                 WHERE l.member_id = a.member_id AND l.state = 'available'), 0) - s.available),
-    updated_at = now()
-FROM (SELECT member_id, sum(available_delta) AS available, sum(pending_delta) AS pending
-      FROM points_entries WHERE member_id = $1 GROUP BY member_id) s
-WHERE a.member_id = s.member_id
-"""
-
 
 async def check(db: Database) -> tuple[dict[str, int], list[dict[str, Any]], list[dict[str, Any]]]:
     async with db.unit_of_work(isolation="repeatable_read", readonly=True) as uow:
@@ -46,8 +36,9 @@ async def check(db: Database) -> tuple[dict[str, int], list[dict[str, Any]], lis
 async def repair(db: Database, member_ids: list[str]) -> None:
     for member_id in member_ids:
         async with db.unit_of_work() as uow:
-            await PointsRepository(uow.conn).lock_account(member_id)
-            await uow.conn.execute(_REPAIR, member_id)
+            repo = PointsRepository(uow.conn)
+            await repo.lock_account(member_id)
+            await repo.repair_account(member_id)
 
 
 async def main(argv: list[str] | None = None) -> int:

@@ -306,3 +306,19 @@ async def test_the_ledger_pages_newest_first_with_a_cursor(commerce: Commerce) -
         if cursor is None:
             break
     assert seen == [5, 4, 3, 2, 1]
+
+
+async def test_the_reconciliation_finds_a_corrupted_account_and_repair_rewrites_it_from_the_ledger(
+    commerce: Commerce,
+) -> None:
+    from services.commerce.reconcile import check, repair
+
+    c = commerce
+    member = new_member()
+    await credit(c, member, 120)
+    await c.sql("UPDATE points_accounts SET available = 999 WHERE member_id = $1", member)
+    _, accounts, _ = await check(c.deps.db)
+    assert [str(a["member_id"]) for a in accounts] == [member]
+    await repair(c.deps.db, [member])
+    assert (await c.points(member))["available"] == 120
+    await c.ledger_check()

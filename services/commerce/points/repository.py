@@ -205,6 +205,17 @@ WHERE points <> remaining + spent + expired + (reversed - clawed) + debt_repaid
 ORDER BY lot_id
 """
 
+# The reconciliation's repair: the account row rewritten from its entries (never the entries).
+_REPAIR_ACCOUNT = """
+UPDATE points_accounts a SET available = s.available, pending = s.pending,
+    debt = greatest(0, coalesce((SELECT sum(remaining) FROM points_lots l
+                                 WHERE l.member_id = a.member_id AND l.state = 'available'), 0) - s.available),
+    updated_at = now()
+FROM (SELECT member_id, sum(available_delta) AS available, sum(pending_delta) AS pending
+      FROM points_entries WHERE member_id = $1 GROUP BY member_id) s
+WHERE a.member_id = s.member_id
+"""
+
 _TOTALS = """
 SELECT (SELECT count(*) FROM points_accounts) AS accounts, (SELECT count(*) FROM points_entries) AS entries,
        (SELECT count(*) FROM points_lots) AS lots
@@ -260,6 +271,10 @@ class PointsRepository:
         """Post pending points and their lot; None when ``idem_key`` was posted already."""
         row = await self.conn.fetchrow(_EARN_PENDING, member_id, points, rule, order_id, idem_key, at)
         return Earned(row["entry_id"], row["lot_id"], row["available"], row["pending"]) if row else None
+
+    async def repair_account(self, member_id: str) -> None:
+        """Rewrite the account row from its entries (the caller holds the account lock)."""
+        await self.conn.execute(_REPAIR_ACCOUNT, member_id)
 
     async def lock_account(self, member_id: str) -> Balances:
         """Create the account if needed and lock it until the transaction ends."""
