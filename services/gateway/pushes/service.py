@@ -122,25 +122,19 @@ class PushService:
         kind = app.kind.event_prefix
         push_id = await self._take_id()
         push: Push | None
+        error: str | None
+        raw_body: bytes | None
         try:
             push = parse_push(decoded.payload, app.kind)
         except MalformedPush as exc:
             # Signed by WeChat but not a shape we understand: keep it for inspection and say
             # success, or WeChat retries it for hours. Nothing is published.
-            push, error = None, exc.detail
-            record = PushRecord(
-                appid=app.appid,
-                nonce=query.nonce[:64],
-                timestamp=query.timestamp,
-                body_sha256=body_sha256,
-                push_id=push_id,
-                dedup_key=f"{app.appid}:unparsed:{body_sha256}",
-                event_type=f"wechat.{kind}.unparsed",
-                status="unparsed",
-                payload=decoded.payload,
-                raw_body=body,
-                error=error,
-                event=None,
+            push, error, event = None, exc.detail, None
+            stored_key, event_type, status, raw_body = (
+                f"{app.appid}:unparsed:{body_sha256}",
+                f"wechat.{kind}.unparsed",
+                "unparsed",
+                body,
             )
         else:
             error = None
@@ -160,20 +154,21 @@ class PushService:
                 ),
                 event_type=event_type,
             )
-            record = PushRecord(
-                appid=app.appid,
-                nonce=query.nonce[:64],
-                timestamp=query.timestamp,
-                body_sha256=body_sha256,
-                push_id=push_id,
-                dedup_key=storage_key(dedup_key),
-                event_type=event_type,
-                status="accepted",
-                payload=decoded.payload,
-                raw_body=None,
-                error=None,
-                event=event,
-            )
+            stored_key, status, raw_body = storage_key(dedup_key), "accepted", None
+        record = PushRecord(
+            appid=app.appid,
+            nonce=query.nonce[:64],
+            timestamp=query.timestamp,
+            body_sha256=body_sha256,
+            push_id=push_id,
+            dedup_key=stored_key,
+            event_type=event_type,
+            status=status,
+            payload=decoded.payload,
+            raw_body=raw_body,
+            error=error,
+            event=event,
+        )
         try:
             stored = await self.writer.store(record)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
