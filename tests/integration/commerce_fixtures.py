@@ -95,7 +95,9 @@ class ShopSandbox:
         app = self.apps.get(appid)
         assert app is not None
         query = PushQuery.from_params(dict(request.url.params))
-        decoded = decode_push(app, MessageCrypto.for_app(app), query, request.content, request.headers.get("content-type", ""), 1 << 20)
+        decoded = decode_push(
+            app, MessageCrypto.for_app(app), query, request.content, request.headers.get("content-type", ""), 1 << 20
+        )
         self.pushed.append(decoded.payload)
         return httpx.Response(200, text="success")
 

@@ -39,6 +39,7 @@ SHOP = "wx0000000000000003"
 SANDBOX = "http://sandbox.test"
 _push_ids = itertools.count(1)
 
+
 class Clock:
     """notify's clock, movable by the test (quiet hours, Beijing days)."""
 

@@ -402,7 +402,9 @@ async def test_a_commit_that_skipped_its_wake_up_is_relayed_within_the_active_wi
         await eventually(lambda: _is(len(seen) >= 1), within=2.0, what="the first, notified event published")
         assert not outbox.wake_due(), "the second write must go without its own pg_notify"
         quiet = await bus.db.add_events([2])  # after the relay's claim: only its active window finds it
-        await eventually(lambda: _is(len(seen) >= 2), within=2.0, what="both events published long before the 30 s poll")
+        await eventually(
+            lambda: _is(len(seen) >= 2), within=2.0, what="both events published long before the 30 s poll"
+        )
     finally:
         outbox.wake_interval = saved
     assert {m.message_id for m in seen} == {str(first[0]), str(quiet[0])}

@@ -5,13 +5,10 @@ README "Retention")."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import Iterator
 from datetime import datetime, time, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
 
 from services.commerce import retention
@@ -21,6 +18,7 @@ from services.commerce.checkout.repository import RESERVATIONS_EXPIRED
 from shared.db import batch_delete_sql
 from tests.integration import commerce_fixtures
 from tests.integration.commerce_fixtures import MP, Commerce
+from tests.plans import plan_scans
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -104,23 +102,6 @@ PRUNES: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _plan_nodes(child)
-
-
-async def _scans(conn: asyncpg.Connection, sql: str, *args: Any) -> list[tuple[str, str | None, str | None]]:
-    """(node type, relation, index) of every scan in the statement's plan."""
-    raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
-    plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
-    return [
-        (n["Node Type"], n.get("Relation Name"), n.get("Index Name"))
-        for n in _plan_nodes(plan)
-        if "Scan" in n["Node Type"]
-    ]
-
-
 @pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
 async def test_every_prune_finds_its_batch_through_its_index(commerce: Commerce, plan_cache_mode: str) -> None:
     """Tables the size of a busy period with a few expired rows: each batch comes from the prune's
@@ -138,7 +119,7 @@ async def test_every_prune_finds_its_batch_through_its_index(commerce: Commerce,
         await conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
         try:
             for table, (predicate, index, _) in PRUNES.items():
-                scans = await _scans(conn, batch_delete_sql(table, predicate), horizons[table])
+                scans = await plan_scans(conn, batch_delete_sql(table, predicate), horizons[table])
                 # The batch comes from the index (walked, or read as a bitmap when the rows it points
                 # to are scattered); the outer DELETE finds it by ctid; the table is never read whole.
                 assert index in {i for _, _, i in scans}, (table, scans)

@@ -186,9 +186,7 @@ async def test_a_retried_push_is_not_replied_to_again(gateway: Gateway, event_pr
     assert route.call_count == 1
 
 
-async def test_the_rule_copy_follows_notify_on_every_replica(
-    gateway: Gateway, amqp, apps_file, event_probe
-) -> None:  # type: ignore[no-untyped-def]
+async def test_the_rule_copy_follows_notify_on_every_replica(gateway: Gateway, amqp, apps_file, event_probe) -> None:  # type: ignore[no-untyped-def]
     """notify publishes a new rule set; the consumer stores it once and BOTH replicas serve it."""
     second = create_app(gateway_settings(apps_file))
     async with second.router.lifespan_context(second):

@@ -52,7 +52,9 @@ async def test_every_prune_keeps_what_is_inside_its_horizon(clean_databases: dic
                 at,
             )
             await conn.execute(
-                "INSERT INTO rate_limits (key, tat, sweep_at) VALUES ($1, $2, $2::timestamptz + interval '1 hour')", name, at
+                "INSERT INTO rate_limits (key, tat, sweep_at) VALUES ($1, $2, $2::timestamptz + interval '1 hour')",
+                name,
+                at,
             )
         assert await prune_push_log(db, settings) == {"nonces": 1, "pushes": 1}
         assert await prune_idempotency_keys(db) == 1

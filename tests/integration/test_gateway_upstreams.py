@@ -59,7 +59,9 @@ class OneShotServer:
         except (asyncio.IncompleteReadError, ConnectionError):
             return None
         lines = head.decode("latin-1").split("\r\n")
-        length = next((int(v) for k, _, v in (h.partition(": ") for h in lines[1:]) if k.lower() == "content-length"), 0)
+        length = next(
+            (int(v) for k, _, v in (h.partition(": ") for h in lines[1:]) if k.lower() == "content-length"), 0
+        )
         if length:
             await reader.readexactly(length)
         return lines[0]
@@ -123,8 +125,6 @@ async def test_me_through_the_gateway_survives_dropped_keep_alive_connections(
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
-            answers = [
-                await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}) for _ in range(4)
-            ]
+            answers = [await client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"}) for _ in range(4)]
     assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
     assert upstream.dropped >= 3

@@ -149,7 +149,9 @@ async def test_operator_undoes_a_wrong_merge_and_it_stays_undone(identity: Ident
         "reason": "two people, one phone",
     }
     # Each identity that went back is announced as linked to the restored member (notify's projection).
-    relinked = [e["data"] for e in await identity.published("identity.member.linked") if e["data"]["source"] == "unmerge"]
+    relinked = [
+        e["data"] for e in await identity.published("identity.member.linked") if e["data"]["source"] == "unmerge"
+    ]
     assert [(d["member_id"], d["appid"], d["openid"]) for d in relinked] == [(mp_member, MP, user["openids"][MP])]
 
     # The evidence that merged them arrives again: the pair is blocked, nothing merges.

@@ -48,9 +48,7 @@ class Notify:
 
 
 def notify_settings(**overrides: Any) -> NotifySettings:
-    return load_settings(
-        NotifySettings, wechat_api_base=WECHAT, **{"NOTIFY_COMMERCE_URL": COMMERCE, **overrides}
-    )
+    return load_settings(NotifySettings, wechat_api_base=WECHAT, **{"NOTIFY_COMMERCE_URL": COMMERCE, **overrides})
 
 
 @pytest.fixture
@@ -81,7 +79,9 @@ async def notify(clean_databases: dict[str, str], amqp: aio_pika.abc.AbstractRob
 async def deliveries() -> list[dict[str, Any]]:
     conn = await asyncpg.connect(db_url("notify"))
     try:
-        rows = await conn.fetch("SELECT channel, openid, status, errcode, body::text AS body FROM deliveries ORDER BY id")
+        rows = await conn.fetch(
+            "SELECT channel, openid, status, errcode, body::text AS body FROM deliveries ORDER BY id"
+        )
         return [{**dict(r), "body": json.loads(r["body"])} for r in rows]
     finally:
         await conn.close()
@@ -207,7 +207,9 @@ async def test_an_unknown_member_gets_the_fallback_never_a_made_up_balance(notif
             404, json={"type": "https://siyu.dev/problems/member-not-found", "title": "x", "status": 404, "detail": "x"}
         )
     )
-    r = await notify.client.post("/internal/replies", json={"appid": OA, "openid": "o", "trigger": "text", "text": "积分"})
+    r = await notify.client.post(
+        "/internal/replies", json={"appid": OA, "openid": "o", "trigger": "text", "text": "积分"}
+    )
     assert r.json() == {"reply": {"msgtype": "text", "content": dev_rules().keywords[0].fallback}, "defer": False}
 
 
@@ -226,7 +228,9 @@ async def test_when_commerce_cannot_answer_notify_says_defer(notify: Notify, com
         notify.points.mock(side_effect=commerce)
     else:
         notify.points.mock(return_value=commerce)
-    r = await notify.client.post("/internal/replies", json={"appid": OA, "openid": "o", "trigger": "text", "text": "积分"})
+    r = await notify.client.post(
+        "/internal/replies", json={"appid": OA, "openid": "o", "trigger": "text", "text": "积分"}
+    )
     assert r.status_code == 200 and r.json() == {"reply": None, "defer": True}
 
 

@@ -5,9 +5,8 @@ index (services/notify/retention.py, README "Retention")."""
 
 from __future__ import annotations
 
-import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -37,6 +36,7 @@ from tests.integration.notify_fixtures import (
     open_window,
     query,
 )
+from tests.plans import plan_scans
 from tests.waiting import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -382,23 +382,6 @@ PRUNES: dict[str, tuple[str, str, Any, str]] = {
 }
 
 
-def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _plan_nodes(child)
-
-
-async def _scans(conn: asyncpg.Connection, sql: str, *args: Any) -> list[tuple[str, str | None, str | None]]:
-    """(node type, relation, index) of every scan in the statement's plan."""
-    raw = await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args)
-    plan = (json.loads(raw) if isinstance(raw, str) else raw)[0]["Plan"]
-    return [
-        (n["Node Type"], n.get("Relation Name"), n.get("Index Name"))
-        for n in _plan_nodes(plan)
-        if "Scan" in n["Node Type"]
-    ]
-
-
 @pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
 async def test_every_prune_finds_its_batch_through_its_index(
     deps: NotifyDeps, conn: asyncpg.Connection, plan_cache_mode: str
@@ -416,7 +399,7 @@ async def test_every_prune_finds_its_batch_through_its_index(
     await conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
     try:
         for table, (predicate, index, before, _) in PRUNES.items():
-            scans = await _scans(conn, batch_delete_sql(table, predicate), before)
+            scans = await plan_scans(conn, batch_delete_sql(table, predicate), before)
             # The batch comes from the index (walked, or read as a bitmap when the rows it points
             # to are scattered); the outer DELETE finds the batch by ctid; the table is never read whole.
             assert index in {i for _, _, i in scans}, (table, scans)
@@ -437,7 +420,7 @@ async def test_a_receipt_and_an_order_attribution_find_their_send_through_an_ind
         RECENT,
     )
     await conn.execute("ANALYZE sends")
-    receipt = await _scans(conn, sends_sql._RECEIPT_BY_TEMPLATE, "wx1", "o42", "t0", True, None)
+    receipt = await plan_scans(conn, sends_sql._RECEIPT_BY_TEMPLATE, "wx1", "o42", "t0", True, None)
     assert ("Seq Scan", "sends", None) not in receipt and "ix_sends_receipt" in {i for _, _, i in receipt}, receipt
-    ordered = await _scans(conn, sends_sql._ORDERED, "m42", "ord420", datetime.now(UTC), 86_400.0)
+    ordered = await plan_scans(conn, sends_sql._ORDERED, "m42", "ord420", datetime.now(UTC), 86_400.0)
     assert ("Seq Scan", "sends", None) not in ordered and "ix_sends_order_id" in {i for _, _, i in ordered}, ordered

@@ -4,9 +4,8 @@ ones stay; the deletes walk indexes the migrations create, so pruning never read
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import pytest
@@ -21,6 +20,7 @@ from shared.bus.retention import (
 )
 from shared.db import Database, batch_delete_sql
 from tests.conftest import SERVICES, db_url
+from tests.plans import plan_scans
 
 pytestmark = pytest.mark.integration
 
@@ -78,23 +78,6 @@ async def test_prune_deletes_in_batches_until_nothing_is_left(notify_db: Databas
 # the deletes use the indexes
 
 
-def _plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
-    for child in plan.get("Plans", []):
-        yield from _plan_nodes(child)
-
-
-async def _scans(conn: asyncpg.Connection, sql: str, *args: Any) -> list[tuple[str, str | None, str | None]]:
-    """(node type, relation, index) of every scan in the statement's plan."""
-    # Database's connections decode json themselves.
-    plan = (await conn.fetchval("EXPLAIN (FORMAT JSON) " + sql, *args))[0]["Plan"]
-    return [
-        (n["Node Type"], n.get("Relation Name"), n.get("Index Name"))
-        for n in _plan_nodes(plan)
-        if "Scan" in n["Node Type"]
-    ]
-
-
 @pytest.mark.parametrize("plan_cache_mode", ["force_custom_plan", "force_generic_plan"])
 async def test_retention_deletes_and_the_relay_counts_walk_indexes(notify_db: Database, plan_cache_mode: str) -> None:
     """A table the size of a busy week: the deletes find their few expired rows through an index,
@@ -119,9 +102,9 @@ async def test_retention_deletes_and_the_relay_counts_walk_indexes(notify_db: Da
         await conn.execute("ANALYZE outbox, inbox")
         await conn.execute(f"SET plan_cache_mode = {plan_cache_mode}")
         now = datetime.now(UTC)
-        outbox = await _scans(conn, batch_delete_sql("outbox", OUTBOX_EXPIRED), now - OUTBOX_SENT_RETENTION)
-        inbox = await _scans(conn, batch_delete_sql("inbox", INBOX_EXPIRED), now - INBOX_RETENTION)
-        counts = await _scans(conn, _COUNTS)
+        outbox = await plan_scans(conn, batch_delete_sql("outbox", OUTBOX_EXPIRED), now - OUTBOX_SENT_RETENTION)
+        inbox = await plan_scans(conn, batch_delete_sql("inbox", INBOX_EXPIRED), now - INBOX_RETENTION)
+        counts = await plan_scans(conn, _COUNTS)
         await conn.execute("RESET plan_cache_mode")
     # The outer DELETE finds its batch by ctid; the batch itself comes from the index.
     assert outbox == [("Index Scan", "outbox", "ix_outbox_sent_at"), ("Tid Scan", "outbox", None)], outbox

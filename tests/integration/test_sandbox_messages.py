@@ -415,7 +415,9 @@ async def test_a_user_who_blocks_template_messages_gets_nothing(sb: Harness, gat
 
 
 @pytest.mark.parametrize(("path", "app"), [(TEMPLATE_SEND, OA), (SUBSCRIBE_SEND, MP), (BIZSEND, OA)])
-async def test_sends_refuse_hostile_input(sb: Harness, gateway: respx.MockRouter, path: str, app: dict[str, str]) -> None:
+async def test_sends_refuse_hostile_input(
+    sb: Harness, gateway: respx.MockRouter, path: str, app: dict[str, str]
+) -> None:
     user = await sb.follower()
     kind = ("template",) if path == TEMPLATE_SEND else ("subscribe_once",)
     tid = (await template(sb, app, "order_paid", *kind))["template_id"]
@@ -782,7 +784,9 @@ async def test_the_gateway_parser_reads_every_messaging_push(sb: Harness, gatewa
         assert isinstance(change_push, SubscribeMsgEvent)
         assert [(i.template_id, i.subscribe_status) for i in change_push.items] == [(tid, "reject"), (other, "reject")]
     paid = await template(sb, OA, "order_paid")
-    sent = await sb.wx(TEMPLATE_SEND, {"touser": oid(user), "template_id": paid["template_id"], "data": data("order_paid")})
+    sent = await sb.wx(
+        TEMPLATE_SEND, {"touser": oid(user), "template_id": paid["template_id"], "data": data("order_paid")}
+    )
     finish = gateway_view(gateway.calls[-1].request, OA)
     assert isinstance(finish, TemplateSendJobFinishEvent)
     assert (finish.event_type, finish.msg_id, finish.status) == (
