@@ -100,3 +100,14 @@ async def test_a_malformed_coupon_ask_is_refused_and_writes_nothing(commerce: Co
     r = await c.api.post(f"/internal/members/{member}/coupons", json=body)
     assert r.status_code == 422
     assert await c.val("SELECT count(*) FROM coupons") == 0
+
+
+async def test_a_coupon_ask_without_the_internal_token_is_refused_and_writes_nothing(commerce: Commerce) -> None:
+    c = commerce
+    r = await c.api.post(
+        f"/internal/members/{uuid.uuid4()}/coupons",
+        json={"kind": "abandoned_order", "order_id": "3700000000000000003"},
+        headers={"X-Siyu-Internal-Token": "no"},
+    )
+    assert r.status_code in (401, 403)
+    assert await c.val("SELECT count(*) FROM coupons") == 0

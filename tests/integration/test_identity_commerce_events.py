@@ -82,6 +82,7 @@ async def test_a_gift_tags_its_giver_and_on_acceptance_its_recipient(identity: I
     assert await identity.deliver(sent) == "duplicate"
     accepted = gift(GiftAccepted, giver, recipient)
     assert await identity.deliver(accepted) == "handled"
+    assert await identity.deliver(accepted) == "duplicate"
     assert await profile(identity, giver) == (0, 0, 1, 0)
     assert await profile(identity, recipient) == (0, 0, 0, 1)
     assert "gift_giver" in (await identity.member(giver))["tags"]

@@ -32,20 +32,14 @@ async def offer_coupon(member_id: uuid.UUID, body: CouponAsk, deps: Deps, respon
     """201 with the coupon issued for this order; 200 with the same coupon when asked again for the
     same order (the reminder's retry); 200 with ``coupon_id`` null when the member's claim limit
     (one abandoned-order coupon per ``COMMERCE_ABANDONED_COUPON_EVERY_DAYS``) is used up."""
-    mid = str(member_id)
     async with deps.db.unit_of_work() as uow:
-        repo = CouponRepository(uow.conn)
-        row = await repo.for_order(mid, body.kind, body.order_id)
-        if row is None:
-            issued = await CouponService(uow, deps.settings, deps.clock()).issue_abandoned(mid, body.order_id)
-            if issued is not None:
-                row = await repo.for_order(mid, body.kind, body.order_id)
-        else:
-            issued = None
+        row, issued = await CouponService(uow, deps.settings, deps.clock()).offer_abandoned(
+            str(member_id), body.order_id
+        )
     if row is None:
         response.status_code = status.HTTP_200_OK
         return CouponOffer(coupon_id=None, reason="claim limit: an abandoned-order coupon was issued in this period")
-    if issued is None:
+    if not issued:
         response.status_code = status.HTTP_200_OK
     return CouponOffer(
         coupon_id=row["coupon_id"],

@@ -15,6 +15,8 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta
 
+import asyncpg
+
 from services.commerce.coupons.repository import CouponRepository
 from services.commerce.settings import CommerceSettings, CouponRule
 from shared.events.commerce import CouponIssued, CouponUsed
@@ -91,6 +93,16 @@ class CouponService:
 
     async def issue_tier(self, member_id: str, tier: str) -> str | None:
         return await self._issue_rule(member_id, "tier", self.settings.tier_coupon, f"tier:{member_id}:{tier}")
+
+    async def offer_abandoned(self, member_id: str, order_id: str) -> tuple[asyncpg.Record | None, bool]:
+        """The abandoned-order coupon for this order: (its row, issued now). The row an earlier ask
+        for the same order got, or None when the member's claim limit for the period is used up."""
+        row = await self.repo.for_order(member_id, "abandoned_order", order_id)
+        if row is not None:
+            return row, False
+        if await self.issue_abandoned(member_id, order_id) is None:
+            return None, False
+        return await self.repo.for_order(member_id, "abandoned_order", order_id), True
 
     async def issue_abandoned(self, member_id: str, order_id: str) -> str | None:
         period = int(self.now.timestamp()) // (86_400 * self.settings.abandoned_coupon_every_days)
