@@ -13,8 +13,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from services.identity.behaviour.service import BehaviourService
-from services.identity.members.repository import MemberRepository
-from services.identity.tags.service import TagService
 from shared.bus.consumer import EventContext
 from shared.errors import NotFound
 from shared.events.commerce import GiftAccepted, GiftSent, OrderPaid, TierChanged
@@ -49,10 +47,11 @@ async def on_gift_accepted(event: GiftAccepted, ctx: EventContext[IdentityDeps])
 async def _record(
     ctx: EventContext[IdentityDeps],
     member: str | None,
-    what: Literal["order", "giver", "receiver"],
+    what: Literal["order", "giver", "receiver", "tier"],
     *,
     amount_fen: int = 0,
     at: datetime | None = None,
+    tier: str = "",
 ) -> None:
     member_id = _member(member)
     if member_id is None:
@@ -63,6 +62,9 @@ async def _record(
         if what == "order":
             assert at is not None
             await service.record_order(member_id, amount_fen=amount_fen, at=at)
+        elif what == "tier":
+            assert at is not None
+            await service.record_tier(member_id, tier, decided_at=at)
         else:
             await service.record_gift(member_id, role=what)
     except NotFound:
@@ -71,11 +73,4 @@ async def _record(
 
 async def on_tier_changed(event: TierChanged, ctx: EventContext[IdentityDeps]) -> None:
     """The member's tier becomes their one ``tier_<name>`` tag: segments and conditional menus use it."""
-    member_id = _member(event.member_id)
-    if member_id is None:
-        return
-    member = await MemberRepository(ctx.uow.conn).live_member(member_id)
-    if member is None:
-        log.warning("identity.commerce_event_for_unknown_member", what="tier", member_id=str(member_id))
-        return
-    await TagService(ctx.uow).set_tier(member.id, event.new_tier, ctx.envelope.occurred_at)
+    await _record(ctx, event.member_id, "tier", tier=event.new_tier, at=ctx.envelope.occurred_at)

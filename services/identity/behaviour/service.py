@@ -58,6 +58,10 @@ class BehaviourService:
         await self.profiles.add_order(live, amount_fen, at)
         await self.tags.refresh_rules([live])
 
+    async def record_tier(self, member_id: uuid.UUID, tier: str, *, decided_at: datetime) -> None:
+        """commerce's tier (``commerce.tier.changed``): the member's one ``tier_<name>`` tag."""
+        await self.tags.set_tier(await self._live(member_id), tier, decided_at)
+
     async def record_gift(self, member_id: uuid.UUID, *, role: Literal["giver", "receiver"]) -> None:
         """A gift sent or received (commerce's gift events): feeds gift_giver / gift_receiver."""
         live = await self._live(member_id)

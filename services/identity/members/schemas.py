@@ -8,8 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.wechat.apps import APPID_PATTERN as APPID
-from shared.wechat.apps import OPENID_PATTERN as OPENID
+from shared.wechat.apps import APPID_PATTERN, OPENID_PATTERN
+
+APPID = APPID_PATTERN
+OPENID = OPENID_PATTERN
 
 # wx.login and getPhoneNumber codes: opaque tokens of letters, digits, - and _.
 WX_CODE = r"^[A-Za-z0-9_\-]{1,256}$"
